@@ -1,0 +1,32 @@
+# The verbs a user types. Every target sets itself up on a fresh machine (a venv in .venv).
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed-stamp
+SCALE   ?= cpu
+DATA_DIR ?= ../shared/data
+SEEDS   ?= 42
+METHODS ?=
+
+.PHONY: install demo test bench reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 CPU lies on this disk; an unpinned torch would download a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install  ## the main job on the embedded default: PASTA on the built-in task with MiniLM, offline
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-train
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-bench --output outputs/bench/bench.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache

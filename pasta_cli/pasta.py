@@ -1,0 +1,202 @@
+"""PASTA: Parameter-efficient tuning with Special Token Adaptation (Yang et al., EACL 2023).
+
+The whole method, beside the paper's equation:
+
+    H_mod^l = { h_i^l + m_i^l },   H^{l+1} = TransformerLayer_l(H_mod^l)
+    m_i^l   = e(v_p^l) if token i is the p-th special token of its sequence, else 0
+
+The backbone stays frozen (requires_grad=False everywhere); the only new weights are
+`vectors` of shape (num_layers, num_vectors, hidden) plus the task head. Vectors are added by a
+forward pre-hook on every encoder layer, so the model keeps its class, its state-dict names and
+its gradient checkpointing (transformers checkpoints `forward`, hooks stay outside the replay).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pasta_cli.errors import PastaError
+
+VARIANTS = ("full", "cls_only", "sep_only", "shared", "classifier_only")
+
+
+def slot_to_vector_map(variant: str, num_slots: int) -> list[int]:
+    """Which vector serves each slot (-1: none), as PAPER.md's Table 4 defines the ablations.
+
+    Slot 0 is [CLS] (<s>); slots 1..P-1 are the [SEP]s (</s>s) in order of occurrence.
+    """
+    if variant == "full":
+        return list(range(num_slots))
+    if variant == "cls_only":
+        return [0] + [-1] * (num_slots - 1)
+    if variant == "sep_only":
+        return [-1] + list(range(num_slots - 1))
+    if variant == "shared":
+        return [0] * num_slots
+    if variant == "classifier_only":
+        return [-1] * num_slots
+    raise PastaError(f"unknown PASTA variant '{variant}': choose one of {', '.join(VARIANTS)}")
+
+
+def template_token_ids(tokenizer) -> list[int]:
+    """Ids the tokenizer's template inserts ([CLS]/[SEP], <s>/</s>, ...), read off a real encoding."""
+    enc = tokenizer("a", "b", return_special_tokens_mask=True)
+    ids = {i for i, special in zip(enc["input_ids"], enc["special_tokens_mask"]) if special}
+    return sorted(ids)
+
+
+def count_slots(tokenizer, pair: bool) -> int:
+    """P: how many special tokens the tokenizer adds to one input (BERT 2/3, RoBERTa 2/4)."""
+    n = tokenizer.num_special_tokens_to_add(pair=pair)
+    if n == 0:
+        raise PastaError(
+            f"{type(tokenizer).__name__} inserts no special tokens, so PASTA has nothing to adapt "
+            "(the paper's stated limitation, e.g. GPT-2): use an encoder such as BERT, RoBERTa, "
+            "ELECTRA or DeBERTa"
+        )
+    return n
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of Transformer layers, found generically (bert.encoder.layer, ...)."""
+    depth = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return module
+    raise PastaError(
+        f"found no list of {depth} encoder layers in {type(model).__name__}: "
+        "PASTA needs a Transformer encoder with one module per layer"
+    )
+
+
+class PastaInjector(nn.Module):
+    """Holds the PASTA vectors and adds them at the special-token slots of each layer's input."""
+
+    def __init__(self, num_layers, num_slots, hidden_size, variant="full", slot_token_ids=(),
+                 dropout=0.0, init_std=0.0):
+        super().__init__()
+        mapping = slot_to_vector_map(variant, num_slots)
+        num_vectors = max(mapping) + 1
+        self.variant, self.num_layers, self.num_slots = variant, num_layers, num_slots
+        self.vectors = nn.Parameter(torch.zeros(num_layers, num_vectors, hidden_size))
+        if init_std > 0:
+            nn.init.normal_(self.vectors, std=init_std)
+        self.register_buffer("slot_to_vector", torch.tensor(mapping, dtype=torch.long), persistent=False)
+        self.register_buffer("slot_token_ids", torch.tensor(list(slot_token_ids), dtype=torch.long),
+                             persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        self._where = None  # (batch index, position, vector index) of every slot in the batch
+
+    @property
+    def num_vectors(self) -> int:
+        return self.vectors.shape[1]
+
+    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None):
+        """Find every slot of the batch at once (no loop over rows or tokens).
+
+        Special tokens are those the tokenizer's template inserted (its special_tokens_mask), or,
+        without that mask, tokens whose id is a template id. Padding never counts; [UNK]/[MASK]
+        are not template ids. The p-th special token of a row is slot p; slots beyond P (a
+        literal special token in text tokenized without the mask) get no vector.
+        """
+        if special_tokens_mask is not None:
+            is_special = special_tokens_mask.bool()
+        else:
+            is_special = torch.isin(input_ids, self.slot_token_ids)
+        if attention_mask is not None:
+            is_special = is_special & attention_mask.bool()
+        slot = is_special.long().cumsum(dim=1) - 1
+        in_range = is_special & (slot < self.num_slots)
+        vector = self.slot_to_vector[slot.clamp(0, self.num_slots - 1)]
+        rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)
+        self._where = (rows, cols, vector[rows, cols])
+
+    def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """h_i + e(v_p^l) at the slot positions; everything else untouched."""
+        rows, cols, vector = self._where
+        added = self.dropout(self.vectors[layer, vector]).to(hidden.dtype)
+        return hidden.index_put((rows, cols), added, accumulate=True)
+
+
+def _model_pre_hook(injector):
+    def hook(module, args, kwargs):
+        # special_tokens_mask is ours, not the backbone's: take it out before the model sees it.
+        special = kwargs.pop("special_tokens_mask", None)
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            raise PastaError("PASTA needs input_ids to find the special tokens (inputs_embeds alone is not enough)")
+        injector.locate(input_ids, kwargs.get("attention_mask"), special)
+        return args, kwargs
+    return hook
+
+
+def _layer_pre_hook(injector, layer):
+    def hook(module, args, kwargs):
+        if args:
+            return (injector.inject(layer, args[0]), *args[1:]), kwargs
+        kwargs["hidden_states"] = injector.inject(layer, kwargs["hidden_states"])
+        return args, kwargs
+    return hook
+
+
+def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The task head: every weight outside the pretrained backbone (`model.base_model`).
+
+    BERT's pooler lives inside `bert` and stays frozen, as in the paper; RoBERTa's and ELECTRA's
+    classification heads are new and train.
+    """
+    prefix = model.base_model_prefix + "."
+    return {n: p for n, p in model.named_parameters()
+            if not n.startswith(prefix) and not n.startswith("pasta.")}
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """requires_grad=False on the backbone, so no weight gradient is ever computed or all-reduced."""
+    for p in model.base_model.parameters():
+        p.requires_grad_(False)
+    for p in head_parameters(model).values():
+        p.requires_grad_(True)
+
+
+def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_std=0.0) -> PastaInjector:
+    """Freeze `model`'s backbone and give it PASTA vectors; returns the injector (also `model.pasta`).
+
+    `pair`: whether the task feeds sentence pairs (3 BERT slots) or single sentences (2).
+    `dropout`: on the added vectors, as in the official code; None takes hidden_dropout_prob.
+    """
+    num_slots = count_slots(tokenizer, pair)
+    layers = encoder_layers(model)
+    if dropout is None:
+        dropout = getattr(model.config, "hidden_dropout_prob", 0.0)
+    injector = PastaInjector(len(layers), num_slots, model.config.hidden_size, variant,
+                             template_token_ids(tokenizer), dropout, init_std)
+    freeze_backbone(model)
+    model.pasta = injector
+    if injector.num_vectors > 0:
+        model.register_forward_pre_hook(_model_pre_hook(injector), with_kwargs=True)
+        for i, layer in enumerate(layers):
+            layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)
+    else:
+        # classifier_only still accepts (and drops) the special_tokens_mask our collator sends
+        model.register_forward_pre_hook(
+            lambda m, a, kw: (kw.pop("special_tokens_mask", None), (a, kw))[1], with_kwargs=True)
+    return injector
+
+
+def parameter_counts(model: nn.Module) -> dict:
+    """Trainable counts two ways: PASTA vectors alone (the paper's %) and with the head.
+
+    Percentages are of the backbone's parameters, as the paper reports them.
+    """
+    backbone = sum(p.numel() for p in model.base_model.parameters())
+    pasta = model.pasta.vectors.numel() if hasattr(model, "pasta") else 0
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {
+        "backbone": backbone,
+        "pasta": pasta,
+        "head": trainable - pasta,
+        "trainable": trainable,
+        "pasta_pct": 100.0 * pasta / backbone,
+        "trainable_pct": 100.0 * trainable / backbone,
+    }

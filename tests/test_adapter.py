@@ -1,0 +1,70 @@
+"""Adapter files: a few KB, one `pasta_vectors` tensor + the head, and identical logits after reload."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pasta_cli import PastaError, add_pasta
+from pasta_cli.adapter import load_adapter, save_adapter
+from tiny_models import tiny
+
+
+def trained(family, variant="full", tmp_path=None):
+    model, tok = tiny(family)
+    backbone = tmp_path / f"{family}-backbone"
+    model.save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    injector = add_pasta(model, tok, variant, pair=True)
+    torch.nn.init.normal_(injector.vectors)
+    for p in model.parameters():
+        if p.requires_grad and p is not injector.vectors:
+            torch.nn.init.normal_(p, std=0.2)
+    return model.eval(), tok, str(backbone)
+
+
+@pytest.mark.parametrize("family,variant", [("bert", "full"), ("roberta", "full"), ("bert", "sep_only"),
+                                            ("electra", "shared"), ("bert", "cls_only")])
+def test_save_load_round_trip_gives_identical_logits(tmp_path, family, variant):
+    model, tok, backbone = trained(family, variant, tmp_path)
+    out = save_adapter(model, tmp_path / "adapter", backbone=backbone, head="classification", pair=True, task="rte")
+    enc = tok(["the man eats food", "a"], ["the dog", "hello world"], padding=True, return_tensors="pt",
+              return_special_tokens_mask=True)
+    loaded, loaded_tok = load_adapter(out)
+    enc2 = loaded_tok(["the man eats food", "a"], ["the dog", "hello world"], padding=True, return_tensors="pt",
+                      return_special_tokens_mask=True)
+    assert torch.equal(enc["input_ids"], enc2["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, loaded(**enc2).logits)
+
+
+def test_files_hold_one_vector_tensor_in_slot_order_and_the_head(tmp_path):
+    model, _, backbone = trained("bert", "sep_only", tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, task="rte")
+    tensors = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    assert set(tensors) == {"pasta_vectors", "classifier.weight", "classifier.bias"}
+    assert tensors["pasta_vectors"].shape == (3, 2, 32)  # sep_only: slots 1..P-1
+    assert torch.equal(tensors["pasta_vectors"], model.pasta.vectors.detach())
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["variant"] == "sep_only" and config["num_slots"] == 3 and config["num_vectors"] == 2
+    assert config["slot_to_vector"] == [-1, 0, 1] and config["task"] == "rte" and config["backbone"] == backbone
+    size = sum(f.stat().st_size for f in (tmp_path / "a").iterdir())
+    assert size < 4 * (3 * 2 * 32 + 32 * 2 + 2) + 2048  # the vectors, the head, and a small header
+
+
+def test_a_backbone_of_another_depth_or_width_is_refused(tmp_path):
+    model, _, backbone = trained("bert", "full", tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True)
+    other, tok = tiny("bert")
+    other.config.num_hidden_layers = 2
+    other.bert.encoder.layer = other.bert.encoder.layer[:2]
+    other.save_pretrained(tmp_path / "shallow")
+    tok.save_pretrained(tmp_path / "shallow")
+    with pytest.raises(PastaError, match="3 layers and hidden size 32.*2 layers"):
+        load_adapter(tmp_path / "a", backbone=str(tmp_path / "shallow"))
+
+
+def test_a_folder_without_an_adapter_names_what_is_missing(tmp_path):
+    with pytest.raises(PastaError, match="no adapter_config.json"):
+        load_adapter(tmp_path)
