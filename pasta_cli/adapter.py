@@ -114,3 +114,16 @@ def load_adapter(directory, backbone: str | None = None):
     add_pasta(model, tokenizer, config["variant"], pair=config["pair"], dropout=config["dropout"])
     load_adapter_weights(model, directory)
     return model.eval(), tokenizer
+
+
+def save_trainable(model, directory, method: str, backbone: str, task: str | None = None) -> Path:
+    """A baseline's trained tensors (BitFit biases, LoRA matrices, prefixes, or all of full FT) + its head."""
+    directory = Path(directory)
+    tensors = {n: p.detach().float().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    config = {"format_version": FORMAT_VERSION, "method": method, "backbone": backbone, "task": task,
+              "tensors": len(tensors), "parameters": sum(t.numel() for t in tensors.values())}
+    _atomic_dir_write(directory, {
+        WEIGHTS_NAME: lambda path: save_file(tensors, path, metadata={"format": "pt"}),
+        CONFIG_NAME: lambda path: Path(path).write_text(json.dumps(config, indent=2) + "\n"),
+    })
+    return directory

@@ -1,0 +1,84 @@
+"""The pasta-train contract: config composition, the keys scripts and sweeps use, and one-line errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import MissingConfigException
+
+from pasta_cli.config import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE6 = {  # PAPER.md, Table 6: lr, batch size, epochs, adapted tokens
+    "rte": (4.5e-3, 32, 150, 3), "cola": (5e-3, 32, 100, 2), "stsb": (2e-3, 32, 150, 3),
+    "mrpc": (2.5e-3, 32, 150, 3), "sst2": (7e-3, 64, 100, 2), "qnli": (2e-3, 32, 80, 3),
+    "mnli": (5e-4, 32, 50, 3), "qqp": (5e-3, 32, 100, 3), "conll2003": (3e-3, 16, 100, 2),
+}
+
+
+def test_default_is_the_offline_builtin_task_on_minilm():
+    cfg = compose()
+    assert (cfg.task.name, cfg.model.name_or_path, cfg.method.name, cfg.method.variant) == ("builtin", "minilm", "pasta", "full")
+    assert cfg.seed == 42 and cfg.trainer.max_length == 128 and cfg.logger.name == "none"
+
+
+@pytest.mark.parametrize("task", sorted(TABLE6))
+def test_paper_setup_per_task_is_table6(task):
+    lr, batch, epochs, slots = TABLE6[task]
+    cfg = compose([f"task={task}", "model=bert-large"])
+    assert cfg.optim.lr == lr and cfg.trainer.batch_size == batch and cfg.trainer.epochs == epochs
+    assert cfg.task.pair == (slots == 3)
+    assert cfg.model.name_or_path == "bert-large-uncased"
+
+
+def test_overrides_of_the_documented_keys():
+    cfg = compose(["task=rte", "task.data_dir=/data/glue/RTE", "method.variant=cls_only", "optim.lr=1e-3",
+                   "optim.weight_decay=0.01", "optim.warmup_ratio=0.1", "trainer.epochs=3", "trainer.max_steps=7",
+                   "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.max_length=64",
+                   "trainer.precision=bf16", "seed=7", "logger=wandb"])
+    assert cfg.task.data_dir == "/data/glue/RTE" and cfg.method.variant == "cls_only"
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.warmup_ratio) == (1e-3, 0.01, 0.1)
+    t = cfg.trainer
+    assert (t.epochs, t.max_steps, t.batch_size, t.grad_accum, t.max_length, t.precision) == (3, 7, 8, 2, 64, "bf16")
+    assert cfg.seed == 7 and cfg.logger.name == "wandb"
+
+
+def test_baselines_keep_their_own_learning_rate():
+    assert compose(["task=rte", "method=full_ft"]).optim.lr == 2e-5
+    assert compose(["task=rte", "method=classifier_only"]).optim.lr == 4.5e-3
+    assert compose(["task=rte", "method=classifier_only"]).method.variant == "classifier_only"
+
+
+@pytest.mark.parametrize("group,choice", [("task", "boolq"), ("model", "gpt5"), ("method", "magic")])
+def test_unknown_choices_list_the_valid_ones(group, choice):
+    with pytest.raises(MissingConfigException) as err:
+        compose([f"{group}={choice}"])
+    assert "rte" in str(err.value) or "minilm" in str(err.value) or "bitfit" in str(err.value)
+
+
+def cli(*args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "pasta_cli.train", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["method.variant=bogus"], "unknown method.variant 'bogus': choose one of full, cls_only, sep_only, shared, classifier_only"),
+    (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
+    (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'"),
+    (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
+])
+def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
+    out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = [l for l in out.stderr.splitlines() if l.startswith("pasta-train: error:")]
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
+    out = cli("task=boolq", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "Could not find 'task/boolq'" in out.stderr and "rte" in out.stderr and "conll2003" in out.stderr
