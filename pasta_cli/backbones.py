@@ -47,8 +47,11 @@ def load_tokenizer(name_or_path: str, pretokenized: bool = False):
 
 
 def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | None = None,
-               attn_implementation: str | None = "sdpa"):
-    """The pretrained encoder with a new task head (sequence or token classification, or regression)."""
+               attn_implementation: str | None = "sdpa", dropout: float | None = None):
+    """The pretrained encoder with a new task head (sequence or token classification, or regression).
+
+    `dropout`: overrides the backbone's hidden and attention dropout (None keeps the pretrained config's).
+    """
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     if head not in HEADS:
@@ -62,6 +65,8 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
         kwargs.update(num_labels=1, problem_type="regression")
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    if dropout is not None:
+        kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
     try:
         from transformers.utils import logging as hf_logging
@@ -73,6 +78,6 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
         finally:
             hf_logging.set_verbosity(verbosity)
     except (OSError, ValueError) as e:
-        if attn_implementation and "attn_implementation" in str(e) or "sdpa" in str(e).lower():
-            return load_model(name_or_path, head, num_labels, id2label, attn_implementation=None)
+        if attn_implementation and ("attn_implementation" in str(e) or "sdpa" in str(e).lower()):
+            return load_model(name_or_path, head, num_labels, id2label, attn_implementation=None, dropout=dropout)
         raise _offline_hint(name_or_path, e) from e

@@ -40,6 +40,15 @@ def broadcast(value):
     return box[0]
 
 
+def mean(value: float, device) -> float:
+    """The average of a number over all ranks (e.g. the training loss each rank saw)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
 def local_device(device_type: str) -> torch.device:
     if device_type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))

@@ -102,7 +102,8 @@ class Trainer:
                      "token_classification": "token_classification"}[self.task.kind]
         labels = self.task.labels
         id2label = {i: l for i, l in enumerate(labels)} if labels else None
-        model = load_model(cfg.model.name_or_path, self.head, len(labels) if labels else 1, id2label)
+        model = load_model(cfg.model.name_or_path, self.head, len(labels) if labels else 1, id2label,
+                           dropout=cfg.model.get("dropout"))
         model = apply_method(model, self.tokenizer, cfg.method, self.task.pair)
         if t.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -191,7 +192,7 @@ class Trainer:
         t, cfg = self.t, self.cfg
         main = dist.is_main()
         state = {"epoch": 0, "batch": 0, "step": 0, "best": None, "best_epoch": None, "best_step": None,
-                 "best_scores": None, "best_state": None, "bad_evals": 0, "wall": 0.0, "history": []}
+                 "best_scores": None, "best_state": None, "bad_evals": 0, "evals": 0, "wall": 0.0, "history": []}
         ckpt = self.run_dir / CHECKPOINT
         if cfg.resume:
             state = self.restore(ckpt, state)
@@ -245,25 +246,25 @@ class Trainer:
                     (not t.eval_every_steps and end_of_epoch) or stop
                 if eval_now:
                     state["wall"] = time.time() - started
-                    stop = self.eval_and_keep_best(state, loss_sum / max(loss_n, 1), metrics_path) or stop
+                    train_loss = dist.mean(loss_sum / max(loss_n, 1), self.device)
+                    stop = self.eval_and_keep_best(state, train_loss, metrics_path) or stop
                     loss_sum, loss_n = 0.0, 0
-                    if not t.checkpoint_every_steps:
-                        self.checkpoint(ckpt, state)
-                if t.checkpoint_every_steps and state["step"] % t.checkpoint_every_steps == 0 and not eval_now:
+                every = t.checkpoint_every_steps
+                if (every and state["step"] % every == 0) or (not every and eval_now):
                     state["wall"] = time.time() - started
                     self.checkpoint(ckpt, state)
                 if stop:
                     break
         bar.close()
         state["wall"] = time.time() - started
-        if state["best_state"] is None:  # no evaluation happened (e.g. max_steps hit before any)
+        if state["evals"] == 0:  # no evaluation happened yet (e.g. a resumed run that had finished training)
             self.eval_and_keep_best(state, float("nan"), metrics_path)
         return state
 
     def eval_and_keep_best(self, state, train_loss, metrics_path) -> bool:
         """Evaluate on rank 0, keep the best trainable tensors; returns True to stop early."""
         main = dist.is_main()
-        better = False
+        state["evals"] += 1
         if main:
             scores = self.evaluate()
             score = self.main_score(scores)
