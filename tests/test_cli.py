@@ -68,6 +68,8 @@ def cli(*args, cwd, env=None):
     (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'"),
     (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
+    (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
+    (["model=bert-base", "task.train_size=8"], "model=minilm"),
 ])
 def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
     out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
