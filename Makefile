@@ -28,5 +28,13 @@ test: install
 bench: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-bench --output outputs/bench/bench.json
 
+# make reproduce-table4 [SCALE=paper|cpu|smoke] [DATA_DIR=../shared/data] [SEEDS=42,43,44] [VARIANTS=full,shared]
+#                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix] [LOGGER=wandb]   (docs/REPRODUCE.md)
+# Runs the table's missing cells (one Hydra multirun per task, fixed sweep dirs outputs/<table>/<scale>/<task>:
+# a re-run skips what finished), then writes outputs/<table>/<scale>/table.md and table.csv.
+reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5: reproduce-table%: install
+	$(PY) -m pasta_cli.reproduce run table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
+		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)"
+
 clean:
 	rm -rf $(VENV) .pytest_cache
