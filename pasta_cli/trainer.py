@@ -98,8 +98,7 @@ class Trainer:
         self.data = encode(self.task, self.tokenizer, t.max_length)
         self.collate = make_collator(self.task, self.tokenizer)
         self.train_rows = self.data["train"].to_list()
-        self.head = {"classification": "classification", "regression": "regression",
-                     "token_classification": "token_classification"}[self.task.kind]
+        self.head = self.task.kind  # task kinds are the head names backbones.load_model takes
         labels = self.task.labels
         id2label = {i: l for i, l in enumerate(labels)} if labels else None
         model = load_model(cfg.model.name_or_path, self.head, len(labels) if labels else 1, id2label,
