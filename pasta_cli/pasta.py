@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pasta_cli.errors import PastaError
+from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, freeze_backbone
 
 VARIANTS = ("full", "cls_only", "sep_only", "shared", "classifier_only")
 
@@ -56,18 +57,6 @@ def count_slots(tokenizer, pair: bool) -> int:
             "ELECTRA or DeBERTa"
         )
     return n
-
-
-def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The encoder's list of Transformer layers, found generically (bert.encoder.layer, ...)."""
-    depth = model.config.num_hidden_layers
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth:
-            return module
-    raise PastaError(
-        f"found no list of {depth} encoder layers in {type(model).__name__}: "
-        "PASTA needs a Transformer encoder with one module per layer"
-    )
 
 
 class PastaInjector(nn.Module):
@@ -119,16 +108,14 @@ class PastaInjector(nn.Module):
         return hidden.index_put((rows, cols), added, accumulate=True)
 
 
-def _model_pre_hook(injector):
-    def hook(module, args, kwargs):
-        # special_tokens_mask is ours, not the backbone's: take it out before the model sees it.
-        special = kwargs.pop("special_tokens_mask", None)
+def _find_slots(injector):
+    """The model's pre-hook consumer: locate the batch's slots once, before layer 0 runs."""
+    def consume(args, kwargs, special_tokens_mask):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             raise PastaError("PASTA needs input_ids to find the special tokens (inputs_embeds alone is not enough)")
-        injector.locate(input_ids, kwargs.get("attention_mask"), special)
-        return args, kwargs
-    return hook
+        injector.locate(input_ids, kwargs.get("attention_mask"), special_tokens_mask)
+    return consume
 
 
 def _layer_pre_hook(injector, layer):
@@ -138,25 +125,6 @@ def _layer_pre_hook(injector, layer):
         kwargs["hidden_states"] = injector.inject(layer, kwargs["hidden_states"])
         return args, kwargs
     return hook
-
-
-def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The task head: every weight outside the pretrained backbone (`model.base_model`).
-
-    BERT's pooler lives inside `bert` and stays frozen, as in the paper; RoBERTa's and ELECTRA's
-    classification heads are new and train.
-    """
-    prefix = model.base_model_prefix + "."
-    return {n: p for n, p in model.named_parameters()
-            if not n.startswith(prefix) and not n.startswith("pasta.")}
-
-
-def freeze_backbone(model: nn.Module) -> None:
-    """requires_grad=False on the backbone, so no weight gradient is ever computed or all-reduced."""
-    for p in model.base_model.parameters():
-        p.requires_grad_(False)
-    for p in head_parameters(model).values():
-        p.requires_grad_(True)
 
 
 def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_std=0.0) -> PastaInjector:
@@ -173,30 +141,10 @@ def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_st
                              template_token_ids(tokenizer), dropout, init_std)
     freeze_backbone(model)
     model.pasta = injector
-    if injector.num_vectors > 0:
-        model.register_forward_pre_hook(_model_pre_hook(injector), with_kwargs=True)
-        for i, layer in enumerate(layers):
-            layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)
-    else:
-        # classifier_only still accepts (and drops) the special_tokens_mask our collator sends
-        model.register_forward_pre_hook(
-            lambda m, a, kw: (kw.pop("special_tokens_mask", None), (a, kw))[1], with_kwargs=True)
+    if injector.num_vectors == 0:  # classifier_only: nothing to inject, the mask is still accepted
+        accept_special_tokens_mask(model)
+        return injector
+    accept_special_tokens_mask(model, _find_slots(injector))
+    for i, layer in enumerate(layers):
+        layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)
     return injector
-
-
-def parameter_counts(model: nn.Module) -> dict:
-    """Trainable counts two ways: PASTA vectors alone (the paper's %) and with the head.
-
-    Percentages are of the backbone's parameters, as the paper reports them.
-    """
-    backbone = sum(p.numel() for p in model.base_model.parameters())
-    pasta = model.pasta.vectors.numel() if hasattr(model, "pasta") else 0
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {
-        "backbone": backbone,
-        "pasta": pasta,
-        "head": trainable - pasta,
-        "trainable": trainable,
-        "pasta_pct": 100.0 * pasta / backbone,
-        "trainable_pct": 100.0 * trainable / backbone,
-    }

@@ -18,7 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # usable without installing the package
 
-from pasta_cli.reproduce import aggregate, aggregate_csv, aggregate_markdown, load_results  # noqa: E402
+from pasta_cli.files import write_atomic  # noqa: E402
+from pasta_cli.paper.render import aggregate_csv, aggregate_markdown  # noqa: E402
+from pasta_cli.paper.results import aggregate, load_results  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     md, csv = aggregate_markdown(rows, by), aggregate_csv(rows, by)
     if a.output:
         out = a.output.with_suffix(".md")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(f"{len(results)} runs under {a.sweep_dir}\n\n{md}")
-        out.with_suffix(".csv").write_text(csv)
+        write_atomic(out, f"{len(results)} runs under {a.sweep_dir}\n\n{md}")
+        write_atomic(out.with_suffix(".csv"), csv)
         print(f"wrote {out} and {out.with_suffix('.csv')}")
     else:
         sys.stdout.write(csv if a.csv else md)

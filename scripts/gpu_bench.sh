@@ -1,51 +1,54 @@
 #!/usr/bin/env bash
-# PASTA on BERT-large, one GPU (an H100: one run of under 8 minutes): RTE-shaped batches (batch 32,
-# length 128, the pair template), bf16 autocast, SDPA attention, next to full fine-tuning (plus the
-# floor, BitFit and LoRA, so the CPU targets can be read on the GPU too). Prints examples/s per method
-# and the projected wall time of the paper's RTE run: 2490 train examples x 150 epochs / examples/s,
-# plus 277 dev examples per epoch at the inference rate.
+# PASTA on a BERT-large-shaped model, one GPU (an H100): one prepared run of about 4 minutes.
+# Synthetic RTE-shaped batches (32 x 128, the pair template), bf16 autocast, next to the floor, BitFit,
+# LoRA and full fine-tuning: step time, examples/s and peak allocator memory per method, PASTA's forward
+# next to the plain one. Then, where the RTE folder is there, one epoch of PASTA on RTE under three
+# batchings. Every option is benchmarks/bench.py's (docs/PERFORMANCE.md); results: $OUT/gpu_bert_large.json
+# and .md, $OUT/gpu_rte_epoch.json and .md (OUT defaults to outputs/bench).
 #
-# The GPU machines have no internet: BERT-large is *randomly initialised* from a BertConfig of
-# bert-large's shape (24 layers, hidden 1024, 16 heads, FFN 4096, vocabulary 30522). Speed and memory
-# do not depend on the weights' values. Set MODEL=/path/to/bert-large-uncased to time real weights.
+# The GPU machines are offline: the model is randomly initialised in bert-large's shape (24 layers,
+# hidden 1024, 16 heads, FFN 4096, vocabulary 30522); speed and memory do not depend on the weights'
+# values. MODEL=/path/to/bert-large-uncased times real weights instead.
 #
-# Everything goes through pasta-bench's options; results: $OUT/gpu_bert_large.json and .md
-# (OUT defaults to outputs/bench). Environment: PYTHON (default python3) when pasta-bench is not
-# installed, RTE_DIR (default ../shared/data/glue/RTE) for the whole-epoch comparison (skipped with a
-# message where absent), STEPS/ROUNDS to shorten or lengthen the timing.
-# A dry run of this very script on a CPU (checks the flags and the code path, not the GPU):
-#   DEVICE=cpu MODEL_CONFIG=tiny BATCH=4 SEQ_LEN=16 ROUNDS=1 STEPS=1 OUT=/tmp/gpu_dry scripts/gpu_bench.sh
+# Python: PYTHON (default python3) must import torch, transformers and peft (the GPU image has them).
+# The rest of the project's needs (hydra-core, omegaconf, antlr4-python3-runtime, datasets, dill,
+# multiprocess) come from wheels in $WHEELS where the interpreter lacks them; the project itself is
+# installed with --no-deps into a scratch folder, since its configs ship as the package pasta_cli.conf.
+# Environment: RTE_DIR (default ../shared/data/glue/RTE; copy it into the checkout on a machine where
+# ../shared does not travel), ROUNDS/STEPS/WARMUP to lengthen or shorten the timing.
+# A dry run on a CPU (checks the flags and the code path, not the GPU):
+#   PYTHON=.venv/bin/python DEVICE=cpu PRECISION=fp32 MODEL=random-tiny BATCH=4 SEQ_LEN=16 ROUNDS=1 STEPS=1 WARMUP=0 \
+#     EPOCH_BATCHES=2 OUT=/tmp/gpu_dry scripts/gpu_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/bench}
+PYTHON=${PYTHON:-python3}
+RTE_DIR=${RTE_DIR:-../shared/data/glue/RTE}
 mkdir -p "$OUT"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
-if [ -n "${PASTA_BENCH:-}" ]; then
-  read -r -a BENCH <<< "$PASTA_BENCH"
-elif command -v pasta-bench >/dev/null 2>&1; then
-  BENCH=(pasta-bench)
-else
-  BENCH=("${PYTHON:-python3}" -m pasta_cli.bench)
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PYTHON" -c "import pasta_cli.conf, hydra, datasets" 2>/dev/null; then
+  SITE=$(mktemp -d /tmp/pasta-site.XXXXXX)
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" . ${WHEELS:+"$WHEELS"/*.whl}
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-if [ -n "${MODEL:-}" ]; then
-  MODEL_ARGS=(--model "$MODEL")
-else
-  MODEL_ARGS=(--model-config "${MODEL_CONFIG:-bert-large}")
-fi
+COMMON=(--model "${MODEL:-random-bert-large}" --device "${DEVICE:-cuda}" --precision "${PRECISION:-bf16}"
+        --batch-size "${BATCH:-32}" --seq-len "${SEQ_LEN:-128}")
 
-# ~7 models of 1.3 GB on the GPU at once; 7 memory children (a fresh interpreter each: CUDA cannot be
-# forked), ~15 s apiece. timeout keeps the whole run under 8 minutes even on a slow start.
-export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
-timeout --signal=INT 460 "${BENCH[@]}" \
-  --device "${DEVICE:-cuda}" --precision bf16 --attn sdpa "${MODEL_ARGS[@]}" \
-  --methods pasta,full_ft,floor,bitfit,lora \
-  --batch-size "${BATCH:-32}" --seq-len "${SEQ_LEN:-128}" \
-  --warmup "${WARMUP:-5}" --rounds "${ROUNDS:-6}" --steps "${STEPS:-10}" \
-  --memory spawn --memory-steps 3 \
-  --profile pasta \
-  --epoch --data-dir "${RTE_DIR:-../shared/data/glue/RTE}" \
-  --project-epochs 150 \
+# 5 models at once on the GPU (1.3 GB of weights each, full_ft's AdamW state on top), after 5 memory
+# children (a fresh interpreter each). timeout keeps a stuck run inside the machine's lease.
+timeout --signal=INT 420 "$PYTHON" benchmarks/bench.py run "${COMMON[@]}" \
+  --methods floor,pasta,bitfit,lora,full_ft \
+  --rounds "${ROUNDS:-6}" --steps "${STEPS:-10}" --warmup "${WARMUP:-5}" \
   --output "$OUT/gpu_bert_large.json"
+
+if [ -d "$RTE_DIR" ]; then
+  timeout --signal=INT 240 "$PYTHON" benchmarks/bench.py run "${COMMON[@]}" \
+    --methods pasta --rounds 1 --steps 1 --warmup 1 --no-memory \
+    --task rte --data-dir "$RTE_DIR" --epoch ${EPOCH_BATCHES:+"$EPOCH_BATCHES"} \
+    --output "$OUT/gpu_rte_epoch.json"
+else
+  echo "whole-epoch comparison skipped: $RTE_DIR is absent (set RTE_DIR)" >&2
+fi

@@ -38,8 +38,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup  # noqa: E402
 
 from pasta_cli.backbones import load_model, load_tokenizer  # noqa: E402
-from pasta_cli.pasta import add_pasta, parameter_counts  # noqa: E402
-from pasta_cli.synthetic import LABELS, build_splits  # noqa: E402
+from pasta_cli.data.builtin import LABELS, build_splits  # noqa: E402
+from pasta_cli.modeling import parameter_counts  # noqa: E402
+from pasta_cli.pasta import add_pasta  # noqa: E402
 
 
 def encode(tokenizer, rows, max_length):
@@ -121,8 +122,8 @@ def probe(data, tokenizer, args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="*", default=["full:2e-2", "full:5e-3", "classifier_only:5e-3", "classifier_only:2e-2",
-                             "classifier_only:1e-1"],
+    ap.add_argument("--runs", nargs="*", default=["full:2e-2", "full:5e-3", "classifier_only:5e-3",
+                                                  "classifier_only:2e-2", "classifier_only:1e-1"],
                     help="variant:lr pairs")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)

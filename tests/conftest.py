@@ -22,3 +22,8 @@ def data_root() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data folder {root} is absent (set PASTA_DATA_DIR to run the real-data tests)")
     return root
+
+
+def pytest_collection_modifyitems(items):
+    """Tests marked `last` (the installed-wheel test) run after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)

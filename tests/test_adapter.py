@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import tiny
 
 from pasta_cli import PastaError, add_pasta
 from pasta_cli.adapter import load_adapter, save_adapter
-from tiny_models import tiny
 
 
 def trained(family, variant="full", tmp_path=None):
@@ -68,3 +68,81 @@ def test_a_backbone_of_another_depth_or_width_is_refused(tmp_path):
 def test_a_folder_without_an_adapter_names_what_is_missing(tmp_path):
     with pytest.raises(PastaError, match="no adapter_config.json"):
         load_adapter(tmp_path)
+
+
+# --------------------------------------------------------------------------------------- every method
+
+BASELINES = {"bitfit": {}, "full_ft": {}, "prefix": {"length": 4, "dropout": 0.0},
+             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": None}}
+
+
+def trained_baseline(method, tmp_path, family="bert"):
+    """A baseline on a tiny backbone (saved as a local folder), its trainable tensors moved off their init."""
+    from pasta_cli.methods import apply_method
+
+    model, tok = tiny(family)
+    backbone = tmp_path / f"{family}-backbone"
+    model.save_pretrained(backbone)
+    tok.save_pretrained(backbone)
+    settings = {"name": method, **BASELINES[method]}
+    model = apply_method(model, tok, settings, pair=True)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+    return model.eval(), tok, str(backbone), settings
+
+
+def encoded(tok):
+    return tok(["the man eats food", "a"], ["the dog", "hello world"], padding=True, return_tensors="pt",
+               return_special_tokens_mask=True)
+
+
+@pytest.mark.parametrize("method", sorted(BASELINES))
+def test_every_method_saves_and_loads_with_the_same_call(tmp_path, method):
+    model, tok, backbone, settings = trained_baseline(method, tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, task="rte",
+                 method=method, settings=settings)
+    loaded, loaded_tok = load_adapter(tmp_path / "a")
+    with torch.no_grad():
+        expected, got = model(**encoded(tok)).logits, loaded(**encoded(loaded_tok)).logits
+    assert torch.equal(expected, got), (expected, got)
+    fresh, _ = tiny("bert")
+    with torch.no_grad():  # the adapter does change the model: not a no-op round trip
+        assert not torch.allclose(fresh(**{k: v for k, v in encoded(tok).items() if k != "special_tokens_mask"}).logits,
+                                  got)
+
+
+def test_bitfit_adapter_holds_the_biases_and_the_head_only(tmp_path):
+    model, _, backbone, settings = trained_baseline("bitfit", tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, method="bitfit")
+    tensors = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    biases = {n for n, _ in model.named_parameters() if n.endswith(".bias") and n.startswith("bert.")}
+    assert set(tensors) == biases | {"classifier.weight", "classifier.bias"}
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert (config["method"], config["head"], config["num_layers"], config["hidden_size"]) == ("bitfit", "classification", 3, 32)
+
+
+def test_lora_adapter_is_peft_format(tmp_path):
+    from peft import PeftModel
+
+    model, tok, backbone, settings = trained_baseline("lora", tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, method="lora",
+                 settings=settings)
+    base, _ = tiny("bert")
+    peft_model = PeftModel.from_pretrained(base, str(tmp_path / "a")).eval()
+    enc = {k: v for k, v in encoded(tok).items() if k != "special_tokens_mask"}
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, peft_model(**enc).logits)
+    assert json.loads((tmp_path / "a" / "pasta_config.json").read_text())["method"] == "lora"
+
+
+def test_a_damaged_weights_file_is_one_line_naming_it(tmp_path):
+    model, _, backbone = trained("bert", "full", tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True)
+    weights = tmp_path / "a" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    with pytest.raises(PastaError, match="adapter_model.safetensors") as err:
+        load_adapter(tmp_path / "a")
+    assert "\n" not in str(err.value)

@@ -6,13 +6,17 @@ import pytest
 import torch
 from torch import nn
 from transformers import (
-    BertConfig, BertForSequenceClassification, BertForTokenClassification, ElectraConfig,
-    ElectraForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
-from pasta_cli.baselines import (
-    apply_bitfit, apply_floor, apply_full_ft, apply_lora, apply_prefix, trainable_counts,
-)
+from pasta_cli.baselines import apply_bitfit, apply_full_ft, apply_lora, apply_prefix
+from pasta_cli.modeling import parameter_counts
 
 H, LAYERS, HEADS, INTER, VOCAB = 32, 2, 4, 64, 100
 FAMILIES = ("bert", "roberta", "electra")
@@ -78,7 +82,7 @@ def head_numel(model):
 def test_full_ft_trains_everything(family):
     model = apply_full_ft(make(family))
     assert all(p.requires_grad for p in model.parameters())
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     total = sum(p.numel() for p in model.parameters())
     assert c["trainable"] == total
     assert c["backbone"] == sum(p.numel() for p in model.base_model.parameters())
@@ -101,7 +105,7 @@ def test_bitfit_bert_count_by_formula():
     # plus the embedding LayerNorm (H) and the pooler (H)
     per_layer = 4 * H + 2 * H + INTER + H
     biases = LAYERS * per_layer + H + H
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     assert c["method"] == biases == hand_bias_count(model)
     assert c["head"] == H * 2 + 2
     assert c["trainable"] == biases + H * 2 + 2
@@ -110,7 +114,7 @@ def test_bitfit_bert_count_by_formula():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bitfit_changes_only_biases_and_head(family):
     model = apply_bitfit(make(family))
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     assert c["method"] == hand_bias_count(model)
     assert c["head"] == head_numel(model)
     assert c["backbone"] == sum(p.numel() for p in model.base_model.parameters())
@@ -136,7 +140,7 @@ def test_bitfit_changes_only_biases_and_head(family):
 def test_lora_count_by_hand(family):
     r = 8
     model = apply_lora(make(family), r=r, alpha=16, dropout=0.1)
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     lora = LAYERS * 2 * r * (H + H)  # query and value: A (r x in) + B (out x r)
     assert c["method"] == lora
     hf = model.get_base_model()
@@ -156,7 +160,7 @@ def test_lora_custom_targets_count():
     model = apply_lora(make("bert"), r=4, target_modules=("query", "key", "value", "dense"))
     # dense: attention output (H->H), intermediate (H->I), output (I->H) per layer, pooler (H->H)
     per_layer = 3 * 4 * (H + H) + 4 * (H + H) + 4 * (H + INTER) + 4 * (INTER + H)
-    assert trainable_counts(model)["method"] == LAYERS * per_layer + 4 * (H + H)
+    assert parameter_counts(model)["method"] == LAYERS * per_layer + 4 * (H + H)
 
 
 def test_lora_unknown_target_is_a_clear_error():
@@ -190,7 +194,7 @@ def test_lora_changes_only_lora_and_head(family, token):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_count_by_hand(family):
     model = apply_prefix(make(family), length=20)
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     assert c["method"] == 2 * LAYERS * 20 * H
     assert c["head"] == head_numel(model)
     assert c["trainable"] == c["method"] + c["head"]
@@ -285,30 +289,12 @@ def test_prefix_dropout_acts_on_prefixes_in_training_only():
     assert not torch.allclose(c, d)
 
 
-# ------------------------------------------------------------------------------------------ floor
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_floor_has_no_trainable_weight_but_backprops_to_layer0(family):
-    model = apply_floor(make(family))
-    assert not any(p.requires_grad for p in model.parameters())
-    c = trainable_counts(model)
-    assert c["trainable"] == c["method"] == c["head"] == 0
-    model.train()
-    loss = model(**batch()).loss
-    assert loss.requires_grad
-    loss.backward()
-    x = model._floor_input
-    assert x.grad is not None and x.grad.abs().sum() > 0
-    assert all(p.grad is None for p in model.parameters())
-
-
 # ------------------------------------------------------------------------------------------ all
 
 
 METHODS = {
     "full_ft": apply_full_ft, "bitfit": apply_bitfit, "lora": apply_lora,
-    "prefix": apply_prefix, "floor": apply_floor,
+    "prefix": apply_prefix,
 }
 
 
@@ -325,8 +311,9 @@ def test_every_method_ignores_special_tokens_mask(method, family):
 
 def test_counts_cover_pasta_too():
     """One count function for every row of the comparison table, PASTA's included."""
-    from pasta_cli import add_pasta
     from tiny_models import bert_tokenizer
+
+    from pasta_cli import add_pasta
 
     tok = bert_tokenizer()
     torch.manual_seed(0)
@@ -334,7 +321,7 @@ def test_counts_cover_pasta_too():
         vocab_size=len(tok), hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
         intermediate_size=INTER, max_position_embeddings=64))
     add_pasta(model, tok, pair=True)
-    c = trainable_counts(model)
+    c = parameter_counts(model)
     assert c["method"] == LAYERS * 3 * H  # one vector per slot ([CLS], [SEP], [SEP]) per layer
     assert c["head"] == H * 2 + 2
     assert c["backbone"] == sum(p.numel() for p in model.bert.parameters())

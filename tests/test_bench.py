@@ -1,156 +1,245 @@
-"""pasta-bench: the harness runs every method on a tiny random BERT and writes the documented JSON.
+"""benchmarks/bench.py on a tiny random-init BERT: every method measured with the documented keys, the
+floor's gradient path, the synthetic batches' template, the memory subcommand, the refusals.
 
-No timing is asserted (the machine is shared); only shapes, keys, counts and the floor's gradient path.
+No time is asserted (the machine is shared); only shapes, keys, counts and gradients.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
-from pasta_cli import bench
+from pasta_cli.backbones import load_tokenizer
+from pasta_cli.config import task_spec
+from pasta_cli.data import load_task
+from pasta_cli.methods import METHODS as RUNNER_METHODS
+from pasta_cli.modeling import encoder_layers, parameter_counts
 
-TINY = ["--model-config", "tiny", "--batch-size", "4", "--seq-len", "16", "--num-batches", "2",
-        "--rounds", "1", "--steps", "1", "--warmup", "0", "--device", "cpu", "--quiet"]
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH_DIR))  # the benchmark is a script beside the package, not part of it
+
+import bench  # noqa: E402
+import floor  # noqa: E402
+import report  # noqa: E402
+
+# one thread: on a loaded 2-core machine two OpenMP threads wait for each other at every op (100x slower steps)
+TINY = ["--model", "random-tiny", "--batch-size", "4", "--seq-len", "16", "--device", "cpu", "--threads", "1"]
+H, LAYERS = 32, 2  # random-tiny's hidden size and depth
 
 
-def _args(*extra):
-    return bench.parse_args([*TINY, *extra])
+@pytest.fixture(autouse=True, scope="module")
+def _keep_torch_threads():
+    """bench.main sets torch's thread count for the whole process; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    code = bench.main([*TINY, "--memory", "off", "--profile", "pasta", "--output", str(out)])
-    assert code == 0
+    assert bench.main(["run", *TINY, "--rounds", "1", "--no-memory", "--output", str(out)]) == 0
     return out, json.loads(out.read_text())
 
 
 def test_every_method_is_measured_with_the_documented_keys(result):
     out, res = result
-    assert list(res["methods"]) == list(bench.TRAIN_METHODS)
-    assert set(bench.PASTA_VARIANTS) == {"pasta", "pasta_cls_only", "pasta_sep_only", "pasta_shared"}
-    for section, names in (("methods", bench.TRAIN_METHODS), ("inference", bench.INFER_METHODS)):
-        for name in names:
-            r = res[section][name]
-            for key in ("step_s", "examples_per_s", "peak_mem_mb", "trainable"):
-                assert key in r, (section, name, key)
-            assert r["step_s"] > 0 and r["examples_per_s"] == pytest.approx(4 / r["step_s"])
-    for key in ("machine", "command", "date", "config", "targets", "injection", "projection", "profile"):
-        assert key in res
-    for key in ("cpu", "cores", "torch", "transformers", "device"):
+    assert list(res["methods"]) == list(bench.METHODS)
+    assert list(res["inference"]) == ["pasta", "plain"]
+    timing = ("step_s", "step_s_min", "examples_per_s", "cpu_step_s", "round_medians_s", "timed_steps")
+    for name, r in [*res["methods"].items(), *res["inference"].items()]:
+        assert all(key in r for key in timing), name
+        assert r["step_s"] >= r["step_s_min"] > 0 and r["examples_per_s"] == pytest.approx(4 / r["step_s"])
+        assert len(r["round_medians_s"]) == 1 and r["timed_steps"] == 1
+    for r in res["methods"].values():
+        assert r["trainable"] == r["params"]["trainable"] and "peak_mem_mb" in r
+    assert set(res["ratios"]) == {"pasta/floor", "pasta/bitfit", "pasta/lora", "pasta/full_ft", "inference pasta/plain"}
+    for r in res["ratios"].values():
+        assert set(r) == {"median", "fastest", "cpu", "per_round"} and r["median"] > 0
+    assert res["wall_s"] > 0
+    for key in ("cpu", "cores", "torch", "transformers", "peft", "device", "load_avg_at_end"):
         assert key in res["machine"]
-    assert res["command"].startswith("pasta-bench ") and "--model-config tiny" in res["command"]
-    assert res["config"]["batch_size"] == 4 and res["config"]["seq_len"] == 16
-    # trainable counts: the floor and the plain forward train nothing; PASTA's variants order as the paper's
-    m = res["methods"]
-    assert m["floor"]["trainable"] == 0 and res["inference"]["plain"]["trainable"] == 0
-    assert m["classifier_only"]["trainable"] < m["pasta_shared"]["trainable"] < m["pasta"]["trainable"]
-    assert m["pasta_cls_only"]["trainable"] == m["pasta_shared"]["trainable"]
-    assert m["pasta"]["trainable"] < m["bitfit"]["trainable"] < m["full_ft"]["trainable"]
-    # tiny: 2 layers x 3 slots x 32 + the 2-class head (32 x 2 + 2)
-    assert m["pasta"]["trainable"] == 2 * 3 * 32 + 66
+    assert res["command"].startswith("python benchmarks/bench.py run ") and "--model random-tiny" in res["command"]
+    assert res["config"]["batch_size"] == 4 and res["config"]["batches"] == "synthetic pairs"
+    m = {name: r["trainable"] for name, r in res["methods"].items()}
+    assert m["floor"] == 0
+    assert m["classifier_only"] < m["pasta_shared"] == m["pasta_cls_only"] < m["pasta_sep_only"] < m["pasta"]
+    assert m["pasta"] == LAYERS * 3 * H + (H * 2 + 2)  # one vector per slot per layer + the 2-class head
+    assert m["pasta"] < m["bitfit"] < m["full_ft"]
     md = out.with_suffix(".md").read_text()
-    assert "x full_ft" in md and "x floor" in md and "## Targets" in md
-    assert {t["status"] for t in res["targets"]} <= {"pass", "miss", "n/a"}
+    assert "| pasta/floor |" in md and "| floor | 0 |" in md and "| plain |" in md
 
 
-def test_floor_has_no_trainable_weight_and_its_layer0_input_gets_a_gradient():
-    args = _args()
-    tok = bench.build_tokenizer(args)
-    batches, pair = bench.get_batches(args, tok)
-    model, optimizer, trainable = bench.build_method(args, "floor", tok, pair)
-    assert trainable == 0 and optimizer is None
-    assert not any(p.requires_grad for p in model.parameters())
-    runner = bench.Runner("floor", model, optimizer, trainable, args)
-    loss = runner.step(batches[0])
+def test_what_is_timed_is_the_runners_train_step(monkeypatch, tmp_path):
+    calls = []
+    real = bench.train_step
+
+    def counting(run, micro_batches):
+        calls.append(run.cfg.method.name)
+        return real(run, micro_batches)
+
+    monkeypatch.setattr(bench, "train_step", counting)
+    argv = ["run", *TINY, "--methods", "floor,lora", "--rounds", "2", "--warmup", "1", "--no-memory",
+            "--output", str(tmp_path / "b.json")]
+    assert bench.main(argv) == 0
+    assert calls.count("floor") == calls.count("lora") == 1 + 2  # warm-up + one step per round
+
+
+def test_the_floor_through_the_runner_has_an_optimiser_and_nothing_to_update():
+    args = bench.parse(["run", *TINY])
+    with tempfile.TemporaryDirectory() as folder:
+        model = bench.prepare_model("random-tiny", folder)
+        task = load_task(task_spec(bench.config(args, "floor", model)))
+        run = bench.build_run(args, "floor", model, task)
+        before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+        bench.train(run, bench.batches_for(args, run)[0])
+    assert parameter_counts(run.model)["trainable"] == 0 and [p.numel() for p in run.params] == [0]
+    assert all(torch.equal(p, before[n]) for n, p in run.model.named_parameters())
+    assert RUNNER_METHODS["floor"] is floor.FLOOR  # the benchmark registers it through the public call
+
+
+# ------------------------------------------------------------------ the floor on three families
+
+FAMILIES = ("bert", "roberta", "electra")
+
+
+def make(family):
+    torch.manual_seed(0)
+    common = {"vocab_size": 100, "hidden_size": H, "num_hidden_layers": LAYERS, "num_attention_heads": 4,
+              "intermediate_size": 64, "max_position_embeddings": 64, "hidden_dropout_prob": 0.0,
+              "attention_probs_dropout_prob": 0.0, "num_labels": 2}
+    if family == "bert":
+        return BertForSequenceClassification(BertConfig(**common)).eval()
+    if family == "roberta":
+        return RobertaForSequenceClassification(RobertaConfig(pad_token_id=1, **common)).eval()
+    return ElectraForSequenceClassification(ElectraConfig(embedding_size=16, **common)).eval()
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 100, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    ids[mask == 0] = 0
+    special = torch.zeros_like(ids)
+    special[:, 0] = 1
+    return {"input_ids": ids, "attention_mask": mask, "special_tokens_mask": special, "labels": torch.tensor([0, 1, 0])}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_floor_has_no_trainable_weight_but_backprops_to_layer0(family):
+    model = floor.apply_floor(make(family))
+    assert parameter_counts(model)["trainable"] == 0
+    seen = {}
+
+    def grab(module, args, kwargs):  # registered after the floor's hook: sees the input that hook made
+        seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+    encoder_layers(model)[0].register_forward_pre_hook(grab, with_kwargs=True)
+    model.train()
+    loss = model(**batch()).loss
     assert loss.requires_grad
-    x = model._floor_input
-    assert x.grad is not None and x.grad.shape == (4, 16, 32) and x.grad.abs().sum() > 0
+    loss.backward()
+    assert seen["x"].grad is not None and seen["x"].grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_synthetic_batches_follow_the_pair_template():
-    args = _args()
-    tok = bench.build_tokenizer(args)
-    (batch,) = bench.synthetic_batches(tok, 3, 12, True, 1, 0)
-    assert batch["input_ids"].shape == (3, 12) and batch["attention_mask"].all()
-    assert (batch["special_tokens_mask"].sum(1) == 3).all()
-    assert (batch["input_ids"][:, 0] == tok.cls_token_id).all() and (batch["input_ids"][:, -1] == tok.sep_token_id).all()
-    assert ((batch["input_ids"] == tok.sep_token_id).sum(1) == 2).all()
-    assert torch.equal(batch["special_tokens_mask"].bool(), torch.isin(batch["input_ids"], torch.tensor([101, 102])))
-    # segment B (token type 1) starts right after the middle [SEP]
-    for row in range(3):
-        mid = int((batch["input_ids"][row] == tok.sep_token_id).nonzero()[0])
-        assert batch["token_type_ids"][row, :mid + 1].eq(0).all() and batch["token_type_ids"][row, mid + 1:].eq(1).all()
-    (single,) = bench.synthetic_batches(tok, 2, 8, False, 1, 0)
-    assert (single["special_tokens_mask"].sum(1) == 2).all()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_floor_ignores_special_tokens_mask(family):
+    model = floor.apply_floor(make(family))
+    enc = batch()
+    with torch.no_grad():
+        with_mask = model(**enc).logits
+        without = model(**{k: v for k, v in enc.items() if k != "special_tokens_mask"}).logits
+    assert torch.equal(with_mask, without)
 
 
-def test_memory_probe_child_reports_its_memory():
-    args = _args("--memory-steps", "1")
-    # what the parent sends its memory children survives the JSON round trip
-    child = bench.argparse.Namespace(**{**json.loads(bench._probe_config(args)), "probe": "pasta:train"})
-    out = bench.probe_child(child)
-    assert out["peak_mem_mb"] >= out["mem_loaded_mb"] > 0 and out["peak_over_runtime_mb"] > 0
-    assert out["measure"] == "getrusage ru_maxrss"
+# ------------------------------------------------------------------ batches, memory, refusals
 
 
-def test_targets_and_table_from_a_synthetic_result():
-    def r(step, mem=None):
-        return {"step_s": step, "examples_per_s": 32 / step, "peak_mem_mb": mem, "trainable": 1,
-                "peak_over_runtime_mb": mem and mem - 100, "round_medians_s": [step, step]}
-
-    res = {"methods": {"pasta": r(1.0, 300), "floor": r(0.99, 290), "bitfit": r(1.0, 310), "lora": r(1.2, 320),
-                       "full_ft": r(1.5, 500)},
-           "inference": {"pasta": r(0.5), "plain": r(0.45)},
-           "epoch": {"grouped": {"wall_s": 10.0}, "pad_max": {"wall_s": 20.0}}}
-    status = {t["target"]: t["status"] for t in bench.evaluate_targets(res)}
-    assert list(status.values()) == ["pass", "pass", "pass", "miss", "pass", "pass", "pass"]
-
-
-def test_bad_flags_are_refused(capsys):
-    assert bench.main([*TINY, "--methods", "pasta,nope"]) == 2
-    assert "unknown method" in capsys.readouterr().err
-    assert bench.main([*TINY, "--precision", "fp16"]) == 2  # fp16 needs CUDA
-    if not torch.cuda.is_available():
-        assert bench.main([*TINY, "--device", "cuda"]) == 2
+@pytest.mark.parametrize("which", ["minilm", "stand-in"])
+def test_synthetic_batches_follow_the_pair_template(which):
+    tok = load_tokenizer("minilm") if which == "minilm" else bench.standin_tokenizer()
+    assert (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, len(tok)) == (0, 101, 102, 30522)
+    (b,) = bench.synthetic_batches(tok, 3, 12, 1)
+    ids = b["input_ids"]
+    assert ids.shape == (3, 12) and b["attention_mask"].all()
+    assert (ids[:, 0] == 101).all() and (ids[:, -1] == 102).all() and ((ids == 102).sum(1) == 2).all()
+    assert torch.equal(b["special_tokens_mask"].bool(), torch.isin(ids, torch.tensor([101, 102])))
+    for row in range(3):  # segment B (token type 1) starts right after the middle [SEP]
+        mid = int((ids[row] == 102).nonzero()[0])
+        assert b["token_type_ids"][row, :mid + 1].eq(0).all() and b["token_type_ids"][row, mid + 1:].eq(1).all()
+    mids = {int((bb["input_ids"][r] == 102).nonzero()[0]) for bb in bench.synthetic_batches(tok, 8, 12, 2)
+            for r in range(8)}
+    assert len(mids) > 1  # the middle separator moves
 
 
-def test_gpu_flags_parse_on_cpu():
-    """The flags scripts/gpu_bench.sh passes, checked on CPU with the tiny shape (bf16 autocast on CPU)."""
-    args = bench.parse_args(["--device", "cpu", "--precision", "bf16", "--model-config", "tiny", "--attn", "sdpa",
-                             "--methods", "pasta,full_ft", "--batch-size", "2", "--seq-len", "8", "--memory", "spawn"])
-    assert args.method_list == ["pasta", "full_ft"] and args.memory == "spawn"
-    tok = bench.build_tokenizer(args)
-    batches, pair = bench.get_batches(args, tok)
-    model, optimizer, trainable = bench.build_method(args, "pasta", tok, pair)
-    assert model.config._attn_implementation == "sdpa"
-    bench.Runner("pasta", model, optimizer, trainable, args).step(batches[0])
-    assert model.pasta.vectors.grad is not None
+def test_memory_subcommand_reports_its_memory():
+    args = bench.parse(["run", *TINY])
+    out = bench.measure_memory(args, "pasta", "random-tiny")  # python benchmarks/bench.py memory --method pasta ...
+    assert out["method"] == "pasta" and out["mem_steps"] == bench.MEMORY_STEPS
+    assert out["peak_mem_mb"] >= out["mem_loaded_mb"] > out["mem_runtime_mb"] > 0
+    assert out["peak_over_runtime_mb"] == pytest.approx(out["peak_mem_mb"] - out["mem_runtime_mb"])
+    assert out["mem_measure"] in ("VmHWM", "ru_maxrss")
 
 
-def test_standin_tokenizer_matches_bert_uncased_special_ids():
-    tok = bench.standin_bert_tokenizer()
-    assert len(tok) == 30522 and (tok.pad_token_id, tok.cls_token_id, tok.sep_token_id) == (0, 101, 102)
-    (batch,) = bench.synthetic_batches(tok, 2, 10, True, 1, 0)
-    assert (batch["special_tokens_mask"].sum(1) == 3).all()
+def test_memory_ratio_is_reported_beside_the_step_ratios():
+    def r(step, peak):
+        return {"step_s": step, "step_s_min": step, "cpu_step_s": step, "round_medians_s": [step],
+                "peak_mem_mb": peak, "peak_over_runtime_mb": peak - 100}
+
+    res = {"methods": {"pasta": r(1.0, 300), "full_ft": r(2.0, 500)}, "inference": {}}
+    ratios = report.ratios(res)
+    assert ratios["pasta/full_ft"]["median"] == 0.5
+    assert ratios["memory pasta/full_ft"] == {"peak": 0.6, "over_runtime": 0.5}
 
 
-def test_injection_cost_keys(result):
-    inj = result[1]["injection"]
-    assert inj["layers"] == 2 and inj["slots_per_batch"] == 4 * 3
-    assert set(inj["alternatives_fwd_bwd_ms"]) == {"index_put_inplace", "index_add", "dense"}
-    assert inj["locate_ms"] > 0
+@pytest.mark.parametrize("flags, message", [
+    (["--methods", "pasta,nope"], "unknown method"),
+    (["--precision", "fp16", "--device", "cpu"], "fp16"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--warmup", "-1"], "--warmup must be >= 0"),
+    (["--epoch"], "--epoch needs real data"),
+    (["--task", "rte"], "--task needs --data-dir"),
+    (["--probe", "pasta:train"], "unrecognized arguments"),
+])
+def test_bad_flags_are_refused_with_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["run", *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("bench.py: error: ")
 
 
-def test_render_rewrites_the_table_from_a_result(result, tmp_path, capsys):
-    out, res = result
-    copy = tmp_path / "again.json"
-    copy.write_text(json.dumps(res))
-    assert bench.main(["--render", str(copy)]) == 0
-    assert copy.with_suffix(".md").read_text().startswith("# pasta-bench")
-    targets = json.loads(copy.read_text())["targets"]
-    assert targets[0]["target"].startswith("PASTA train step") and "min_value" in targets[0]
+def test_bad_flags_exit_2_from_the_command_line():
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "bench.py"), "run", "--rounds", "0"],
+                          check=False, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr == "bench.py: error: --rounds must be >= 1\n"
+
+
+def test_real_batches_and_the_epoch_comparison_on_rte(data_root, tmp_path):
+    out = tmp_path / "rte.json"
+    argv = ["run", *TINY, "--methods", "pasta", "--rounds", "1", "--no-memory", "--task", "rte",
+            "--data-dir", str(data_root / "glue" / "RTE"), "--epoch", "3", "--output", str(out)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["config"]["batches"] == "rte (real)"
+    e = res["epoch"]
+    assert e["examples"] == 3 * 4 and e["batches"] == 3 and e["subset"]
+    assert e["pad_max"]["padded_tokens"] == 3 * 4 * 16  # every batch padded to --seq-len
+    assert e["grouped"]["padded_tokens"] <= e["dynamic"]["padded_tokens"] <= e["pad_max"]["padded_tokens"]
+    assert res["ratios"]["epoch pad_max/grouped"] > 0

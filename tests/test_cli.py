@@ -8,14 +8,11 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
-from pasta_cli.config import compose
+from pasta_cli import paper
+from pasta_cli.config import compose, task_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLE6 = {  # PAPER.md, Table 6: lr, batch size, epochs, adapted tokens
-    "rte": (4.5e-3, 32, 150, 3), "cola": (5e-3, 32, 100, 2), "stsb": (2e-3, 32, 150, 3),
-    "mrpc": (2.5e-3, 32, 150, 3), "sst2": (7e-3, 64, 100, 2), "qnli": (2e-3, 32, 80, 3),
-    "mnli": (5e-4, 32, 50, 3), "qqp": (5e-3, 32, 100, 3), "conll2003": (3e-3, 16, 100, 2),
-}
+TABLE6 = paper.value("table6")  # checked against PAPER.md in tests/test_paper.py
 
 
 def test_default_is_the_offline_builtin_task_on_minilm():
@@ -26,10 +23,10 @@ def test_default_is_the_offline_builtin_task_on_minilm():
 
 @pytest.mark.parametrize("task", sorted(TABLE6))
 def test_paper_setup_per_task_is_table6(task):
-    lr, batch, epochs, slots = TABLE6[task]
+    row = TABLE6[task]
     cfg = compose([f"task={task}", "model=bert-large"])
-    assert cfg.optim.lr == lr and cfg.trainer.batch_size == batch and cfg.trainer.epochs == epochs
-    assert cfg.task.pair == (slots == 3)
+    assert (cfg.optim.lr, cfg.trainer.batch_size, cfg.trainer.epochs) == (row["lr"], row["batch_size"], row["epochs"])
+    assert task_spec(cfg).pair == (row["adapted_tokens"] == 3)
     assert cfg.model.name_or_path == "bert-large-uncased"
 
 
@@ -69,7 +66,7 @@ def cli(*args, cwd, env=None):
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'"),
     (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
     (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
-    (["model=bert-base", "task.train_size=8"], "model=minilm"),
+    (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),
 ])
 def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
     out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
@@ -82,5 +79,7 @@ def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, messag
 
 def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     out = cli("task=boolq", cwd=tmp_path)
-    assert out.returncode != 0
-    assert "Could not find 'task/boolq'" in out.stderr and "rte" in out.stderr and "conll2003" in out.stderr
+    assert out.returncode == 2
+    lines = [l for l in out.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pasta-train: error:"), out.stderr
+    assert "Could not find 'task/boolq'" in lines[0] and "rte" in lines[0] and "conll2003" in lines[0]

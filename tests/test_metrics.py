@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pasta_cli import metrics
 from pasta_cli.errors import PastaError
+from pasta_cli.eval import metrics
 
 # A binary example with a hand-counted confusion matrix:
 #   idx     0 1 2 3 4 5 6 7

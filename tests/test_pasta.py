@@ -4,12 +4,17 @@ import copy
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, GPT2Tokenizer, RobertaConfig
-from transformers import RobertaForSequenceClassification
+from tiny_models import FAMILIES, bert_tokenizer, roberta_tokenizer, tiny
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Tokenizer,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 from pasta_cli import PastaError, add_pasta, parameter_counts
-from pasta_cli.pasta import encoder_layers
-from tiny_models import FAMILIES, bert_tokenizer, roberta_tokenizer, tiny
+from pasta_cli.modeling import encoder_layers
 
 PAIRS = [  # padding (different lengths), [UNK] (unknown words), a literal "[SEP]" / "</s>" typed in text
     ("the man eats food", "the dog sees a cat"),
@@ -137,7 +142,7 @@ def test_classifier_only_trains_the_head_alone():
     plain = copy.deepcopy(model)
     add_pasta(model, tok, "classifier_only", pair=True)
     counts = parameter_counts(model)
-    assert counts["pasta"] == 0 and counts["trainable"] == 32 * 2 + 2
+    assert counts["method"] == 0 and counts["trainable"] == 32 * 2 + 2
     enc = batch(tok)
     with torch.no_grad():
         assert torch.equal(model(**model_inputs(enc)).logits, plain(**model_inputs(enc, False)).logits)
@@ -152,12 +157,12 @@ def test_single_sentences_have_two_slots_and_bert_large_counts_match_the_paper()
         add_pasta(pair_model, tok, "full", pair=True)
         add_pasta(single_model, tok, "full", pair=False)
     pair, single = parameter_counts(pair_model), parameter_counts(single_model)
-    assert pair["pasta"] == 24 * 3 * 1024 == 73_728
-    assert single["pasta"] == 24 * 2 * 1024 == 49_152
+    assert pair["method"] == 24 * 3 * 1024 == 73_728
+    assert single["method"] == 24 * 2 * 1024 == 49_152
     assert pair["head"] == 1024 * 2 + 2  # BERT's pooler is pretrained and stays frozen
     assert pair["trainable"] == 73_728 + 2050
-    assert pair["pasta_pct"] == pytest.approx(100 * 73_728 / pair["backbone"])
-    assert 0.020 < pair["pasta_pct"] < 0.024 and 0.013 < single["pasta_pct"] < 0.016  # paper: 0.022% / 0.015%
+    assert pair["method_pct"] == pytest.approx(100 * 73_728 / pair["backbone"])
+    assert 0.020 < pair["method_pct"] < 0.024 and 0.013 < single["method_pct"] < 0.016  # paper: 0.022% / 0.015%
 
 
 def test_roberta_large_counts_four_pair_slots_and_a_trainable_head():
@@ -168,7 +173,7 @@ def test_roberta_large_counts_four_pair_slots_and_a_trainable_head():
         model = RobertaForSequenceClassification(cfg)
         add_pasta(model, tok, "full", pair=True)
     counts = parameter_counts(model)
-    assert counts["pasta"] == 24 * 4 * 1024
+    assert counts["method"] == 24 * 4 * 1024
     assert counts["head"] == (1024 * 1024 + 1024) + (1024 * 2 + 2)  # classifier.dense + out_proj
 
 

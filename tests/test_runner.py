@@ -26,7 +26,7 @@ def run(tmp_path, *overrides):
 
 
 def test_builtin_run_writes_every_file(tmp_path):
-    results, d = run(tmp_path, "task.train_size=64", "task.dev_size=32", "task.test_size=16")
+    results, d = run(tmp_path, "task.builtin.train_size=64", "task.builtin.dev_size=32", "task.builtin.test_size=16")
     for name in ("config.yaml", "metrics.jsonl", "results.json", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors", "norms.png", "dev_predictions.tsv"):
         assert (d / name).is_file(), name
@@ -41,7 +41,7 @@ def test_builtin_run_writes_every_file(tmp_path):
     assert len(lines) >= 1 and "validation/accuracy" in json.loads(lines[-1])
     dev = list(csv.reader((d / "dev_predictions.tsv").open(), delimiter="\t"))
     assert dev[0] == ["index", "prediction"] and len(dev) == 1 + 32
-    from pasta_cli.synthetic import LABELS
+    from pasta_cli.data.builtin import LABELS
     assert {row[1] for row in dev[1:]} <= set(LABELS)
     assert not (d / "test_predictions.tsv").exists()  # the built-in test split is labelled: no submission file
     config = (d / "config.yaml").read_text()
@@ -49,16 +49,16 @@ def test_builtin_run_writes_every_file(tmp_path):
 
 
 def test_a_finished_run_folder_is_never_overwritten(tmp_path):
-    run(tmp_path, "task.train_size=32", "task.dev_size=16", "task.test_size=8")
+    run(tmp_path, "task.builtin.train_size=32", "task.builtin.dev_size=16", "task.builtin.test_size=8")
     before = (tmp_path / "run" / "results.json").read_bytes()
     with pytest.raises(PastaError, match="already holds a finished run"):
-        run(tmp_path, "task.train_size=32", "task.dev_size=16", "task.test_size=8")
+        run(tmp_path, "task.builtin.train_size=32", "task.builtin.dev_size=16", "task.builtin.test_size=8")
     assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 
 @pytest.mark.parametrize("method", ["method=classifier_only", "method.variant=shared"])
 def test_variants_run(tmp_path, method):
-    results, d = run(tmp_path, method, "task.train_size=32", "task.dev_size=16", "task.test_size=8")
+    results, d = run(tmp_path, method, "task.builtin.train_size=32", "task.builtin.dev_size=16", "task.builtin.test_size=8")
     if method == "method=classifier_only":
         assert results["trainable_method"] == 0 and not (d / "norms.png").exists()
     else:

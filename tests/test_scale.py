@@ -17,7 +17,7 @@ from pasta_cli.train import run_job
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
 # no dropout anywhere, so 1 process and 2 processes see exactly the same computation
-SMALL = ["task.train_size=64", "task.dev_size=48", "task.test_size=8", "trainer.epochs=2", "trainer.progress=false",
+SMALL = ["task.builtin.train_size=64", "task.builtin.dev_size=48", "task.builtin.test_size=8", "trainer.epochs=2", "trainer.progress=false",
          "trainer.eval_batch_size=48", "method.dropout=0.0", "model.dropout=0.0", "trainer.max_length=48"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 TRAIN = ["-m", "pasta_cli.train"]

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import torch
 from transformers import (
-    BertConfig, BertForSequenceClassification, BertForTokenClassification, BertTokenizer,
-    DebertaV2Config, DebertaV2ForSequenceClassification, ElectraConfig,
-    ElectraForSequenceClassification, RobertaConfig, RobertaForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertTokenizer,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
     RobertaTokenizer,
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode

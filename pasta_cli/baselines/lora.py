@@ -1,0 +1,73 @@
+"""LoRA (Hu et al., 2022) through the PEFT library: W x + (alpha / r) B A x on the attention query and
+value projections (r=8, alpha=16, dropout 0.1 on the LoRA input by default); the task head trains
+(PEFT's modules_to_save copy of it). Its adapter folder is PEFT's own format.
+
+PEFT is imported where LoRA is used, not at the top: importing it costs about 4 s of CPU on top of
+transformers, which every other method and every pasta-train start would otherwise pay.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pasta_cli.errors import PastaError
+from pasta_cli.modeling import accept_special_tokens_mask, head_parameters
+
+_TARGET_ALIASES = (  # default targets in the naming of each family (BERT/RoBERTa/ELECTRA first)
+    ("query", "value"),
+    ("query_proj", "value_proj"),  # DeBERTa
+    ("q_lin", "v_lin"),  # DistilBERT
+    ("q_proj", "v_proj"),
+)
+
+
+def _linear_names(model: nn.Module) -> set[str]:
+    return {n.rsplit(".", 1)[-1] for n, m in model.base_model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def default_lora_targets(model: nn.Module) -> list[str]:
+    """query/value projection names of this backbone (BERT, RoBERTa, ELECTRA: query, value)."""
+    names = _linear_names(model)
+    for targets in _TARGET_ALIASES:
+        if set(targets) <= names:
+            return list(targets)
+    raise PastaError(
+        f"found no query/value projections in {type(model).__name__}: pass lora target_modules "
+        f"explicitly (its linear layers: {', '.join(sorted(names))})"
+    )
+
+
+def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.1,
+               target_modules=None) -> nn.Module:
+    """LoRA on the attention projections through PEFT; LoRA matrices + task head train.
+
+    Returns the PeftModel (task type SEQ_CLS or TOKEN_CLS, from the model's class).
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task = TaskType.TOKEN_CLS if type(model).__name__.endswith("ForTokenClassification") else TaskType.SEQ_CLS
+    if target_modules is None:
+        target_modules = default_lora_targets(model)
+    else:
+        target_modules = list(target_modules)
+        missing = set(target_modules) - _linear_names(model)
+        if missing:
+            raise PastaError(
+                f"LoRA target modules {sorted(missing)} are not linear layers of {type(model).__name__}: "
+                f"choose among {', '.join(sorted(_linear_names(model)))}"
+            )
+    head = sorted({n.split(".", 1)[0] for n in head_parameters(model)})
+    config = LoraConfig(task_type=task, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules, modules_to_save=head, bias="none")
+    peft_model = get_peft_model(model, config)
+    accept_special_tokens_mask(peft_model)
+    return peft_model
+
+
+def load_lora(model: nn.Module, directory) -> nn.Module:
+    """A LoRA adapter folder (PEFT's format) on `model`, ready for inference."""
+    from peft import PeftModel
+
+    peft_model = PeftModel.from_pretrained(model, str(directory))
+    accept_special_tokens_mask(peft_model)
+    return peft_model.eval()

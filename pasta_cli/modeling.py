@@ -1,0 +1,106 @@
+"""What every method needs to know about a Hugging Face encoder with a task head, defined once:
+its layers, its head, how to freeze it, how to count its parameters, and how it accepts the
+`special_tokens_mask` the runner's collator always sends.
+
+The backbone is `model.base_model` (`bert`, `roberta`, ...). The head is every weight outside it
+that no method added: BERT's pretrained pooler lives inside `bert` and stays frozen, as in the
+paper; RoBERTa's and ELECTRA's classification heads are new and train.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from pasta_cli.errors import PastaError
+
+# Name fragments of the parameters a method adds to a model (PASTA's vectors, P-tuning v2's
+# prefixes, LoRA's matrices): neither backbone nor head.
+ADDED = ("pasta.", "prefix_encoder.", "lora_")
+
+
+def hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The encoder's list of Transformer layers, found generically (bert.encoder.layer, ...)."""
+    depth = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return module
+    raise PastaError(
+        f"found no list of {depth} encoder layers in {type(model).__name__}: "
+        "PASTA needs a Transformer encoder with one module per layer"
+    )
+
+
+def is_added(name: str) -> bool:
+    return any(marker in name for marker in ADDED)
+
+
+def is_head(model: nn.Module, name: str) -> bool:
+    return not name.startswith(hf_model(model).base_model_prefix + ".") and not is_added(name)
+
+
+def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The task head's parameters under their Hugging Face names (classifier.weight, ...)."""
+    return {n: p for n, p in model.named_parameters() if is_head(model, n)}
+
+
+def freeze(model: nn.Module, trains: Callable[[str], bool]) -> None:
+    """requires_grad=trains(name) for every parameter: a frozen weight gets no gradient at all, so
+    none is computed, stored or all-reduced (DDP registers only parameters that require grad)."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(trains(name))
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """Only the head (and what a method adds later) trains."""
+    freeze(model, lambda name: is_head(model, name))
+
+
+def parameter_counts(model: nn.Module) -> dict:
+    """Trainable parameters the way the paper counts them, for every method alike.
+
+    backbone: the pretrained backbone (what a method adds excluded); method: what the method trains
+    besides the head (PASTA's vectors, BitFit's biases, LoRA's matrices, ...); head: the trainable
+    head; trainable: all of it. Percentages are of the backbone, as the paper reports them.
+    """
+    inner = hf_model(model)
+    prefix = inner.base_model_prefix + "."
+    backbone = method = head = 0
+    for name, p in inner.named_parameters():
+        in_backbone = name.startswith(prefix) and not is_added(name)
+        backbone += p.numel() if in_backbone else 0
+        if p.requires_grad:
+            if in_backbone or is_added(name):
+                method += p.numel()
+            else:
+                head += p.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"backbone": backbone, "method": method, "head": head, "trainable": trainable,
+            "method_pct": 100.0 * method / backbone, "trainable_pct": 100.0 * trainable / backbone}
+
+
+def accept_special_tokens_mask(model: nn.Module, consumer: Callable | None = None) -> None:
+    """The one place that takes `special_tokens_mask` out of a forward call's keywords.
+
+    The collator always sends it (it marks the tokens the tokenizer's template inserted); the
+    backbone does not know the keyword. `consumer(args, kwargs, mask)` sees it first: PASTA finds
+    its slots there. Registered once per model, on the module the runner calls.
+    """
+    if getattr(model, "_accepts_special_tokens_mask", False):
+        raise PastaError(f"{type(model).__name__} already takes special_tokens_mask: apply one method per model")
+
+    def hook(module, args, kwargs):
+        mask = kwargs.pop("special_tokens_mask", None)
+        if consumer is not None:
+            consumer(args, kwargs, mask)
+        return args, kwargs
+
+    model.register_forward_pre_hook(hook, with_kwargs=True)
+    model._accepts_special_tokens_mask = True

@@ -1,0 +1,161 @@
+"""Text out of numbers: a table's cells as table.md and table.csv beside the paper's numbers, and the
+aggregated groups of any sweep (scripts/aggregate.py) as markdown and CSV. Nothing here runs or reads runs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from pasta_cli.files import write_atomic
+from pasta_cli.paper.results import Cell
+from pasta_cli.paper.schedule import Plan, shell
+from pasta_cli.paper.tables import row_label, task_label
+
+CSV_HEADER = ["table", "scale", "row", "row_label", "column", "task", "split", "metric", "status", "mean", "std",
+              "n_seeds", "seeds", "paper", "diff", "trainable_method_pct", "best_epoch", "wall_time_s", "log",
+              "run_dirs", "command"]
+
+
+def fmt(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.1f}" if sign else f"{value:.1f}"
+
+
+def fmt_mean_std(mean: float | None, std: float | None, n: int) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.1f} ± {std:.1f}" if n > 1 and std is not None else f"{mean:.1f}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows([["" if v is None else v for v in row] for row in rows])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------- any sweep
+def aggregate_markdown(rows: list[dict], by: list[str]) -> str:
+    fixed = [(k, h) for k, h in (("lr", "best lr"), ("epochs", "best epochs"), ("batch", "batch")) if k not in by]
+    header = [*by, "metric", "score (x100)", "n seeds", *(h for _, h in fixed), "settings", "method %"]
+    body = [[*(str(r[k]) for k in by), r["metric"], fmt_mean_std(r["mean"], r["std"], r["n"]), r["n"],
+             *(r[k] for k, _ in fixed), r["settings_tried"],
+             "–" if r["trainable_method_pct"] is None else f"{r['trainable_method_pct']:.4f}%"] for r in rows]
+    return markdown_table(header, body)
+
+
+def aggregate_csv(rows: list[dict], by: list[str]) -> str:
+    keys = [*by, *(k for k in ("metric", "mean", "std", "n", "seeds", "lr", "epochs", "batch", "settings_tried",
+                                "best_epoch", "trainable_method_pct", "wall_time_s", "run_dirs") if k not in by)]
+    return csv_text(keys, [[r[k] for k in keys] for r in rows])
+
+
+# --------------------------------------------------------------------------------------- a paper table
+def cell_text(cell: Cell) -> str:
+    """`ours (paper, ours - paper)`, ours being mean ± std over seeds; or what keeps the cell empty."""
+    if cell.status == "missing":
+        return "missing (no data)"
+    if cell.status == "failed":
+        return f"failed (log: {cell.log})"
+    if cell.status != "ok":
+        return cell.status
+    ours = fmt_mean_std(cell.mean, cell.std, len(cell.runs))
+    return ours if cell.paper is None else f"{ours} ({fmt(cell.paper)}, {fmt(cell.diff, sign=True)})"
+
+
+def params_text(cells: list[Cell]) -> str:
+    """The method's trainable % (without the head) over the cells' runs: one value, or min-max."""
+    pcts = [r["trainable_method_pct"] for c in cells for r in c.runs if r.get("trainable_method_pct") is not None]
+    if not pcts:
+        return "–"
+    lo, hi = min(pcts), max(pcts)
+    return f"{lo:.4f}%" if abs(hi - lo) < 5e-5 else f"{lo:.4f}%-{hi:.4f}%"
+
+
+def row_avg(plan: Plan, cells: dict[tuple, Cell], row: str) -> float | None:
+    """The paper's avg: the mean over the tasks (each by its first column: MNLI by the matched score),
+    only when every task of the row finished."""
+    values = []
+    for task in plan.table.tasks:
+        c = cells[(row, next(col.key for col in plan.table.columns if col.task == task))]
+        if c.status != "ok" or c.mean is None:
+            return None
+        values.append(c.mean)
+    return statistics.fmean(values)
+
+
+def _avg_text(plan: Plan, cells: dict[tuple, Cell], row: str) -> str:
+    avg = row_avg(plan, cells, row)
+    reported = plan.table.reported.get(row)
+    paper = reported.avg if reported else None
+    if avg is None:
+        return "–"
+    return fmt(avg) if paper is None else f"{fmt(avg)} ({fmt(paper)}, {fmt(avg - paper, sign=True)})"
+
+
+def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str]) -> str:
+    """The table as the paper prints it, ours beside the paper's numbers, then how it was made."""
+    table = plan.table
+    header = ["row", "% params (ours)", "% params (paper)", *(c.label for c in table.columns)]
+    header += ["avg"] if table.has_avg else []
+    body = []
+    for row in plan.rows:
+        row_cells = [cells[(row, c.key)] for c in table.columns]
+        reported = table.reported.get(row)
+        line = [row_label(row), params_text(row_cells), (reported.params if reported else None) or "–",
+                *map(cell_text, row_cells)]
+        body.append(line + ([_avg_text(plan, cells, row)] if table.has_avg else []))
+    md = [f"# {table.title}: our reproduction at scale {plan.scale}\n\n",
+          f"Each cell: ours x100, mean ± std over seeds {','.join(map(str, plan.seeds))} when there are several "
+          f"(the paper's number, ours minus the paper's). The paper's numbers are on {table.evaluated_on}; "
+          "ours are the best dev-set score of each run (model selection on the dev set). "
+          "`% params (ours)` is the method's trainable parameters without the task head, as the paper counts them"
+          + (f" ({table.params_note})" if table.params_note else "") + ".\n\n",
+          markdown_table(header, body), "\n## Run\n"]
+    md += [f"- {k}: {v}\n" for k, v in meta.items()]
+    md.append("\n## Commands (one multirun per task column; the CSV has each cell's own command)\n")
+    for task in table.tasks:
+        state = ("missing (no data): not run" if not plan.has_data(task)
+                 else "" if task in plan.selected else "not selected")
+        heading = f"{task_label(task)}{' - ' + state if state else ''}"
+        md.append(f"\n{heading}:\n\n```bash\n{shell(plan.command(task))}\n```\n")
+    return "".join(md)
+
+
+def table_csv(plan: Plan, cells: dict[tuple, Cell]) -> str:
+    """One line per cell: status, numbers, the paper's, its runs and the command that reproduces it alone."""
+    lines = []
+    for row in plan.rows:
+        for col in plan.table.columns:
+            c = cells[(row, col.key)]
+            lines.append([plan.table.name, plan.scale, row, row_label(row), col.label, col.task, col.split,
+                          col.metric, c.status, None if c.mean is None else round(c.mean, 2),
+                          None if c.std is None else round(c.std, 2), len(c.runs),
+                          ",".join(str(r.get("seed")) for r in c.runs), c.paper,
+                          None if c.diff is None else round(c.diff, 2),
+                          params_text([c]).rstrip("%").replace("–", ""),
+                          ",".join(str(r.get("best_epoch")) for r in c.runs),
+                          round(sum(r.get("wall_time_s") or 0 for r in c.runs), 1), c.log or "",
+                          ";".join(r["_dir"] for r in c.runs), c.command])
+    return csv_text(CSV_HEADER, lines)
+
+
+def write_table(plan: Plan, md: str, csv_out: str) -> list[Path]:
+    """table.md and table.csv in the scale's folder, and the same one level up (the table's latest); each
+    written atomically, so a reader or a killed run never leaves half a table."""
+    written = []
+    for folder in (plan.folder, plan.folder.parent):
+        for name, text in (("table.md", md), ("table.csv", csv_out)):
+            write_atomic(folder / name, text)
+            written.append(folder / name)
+    return written

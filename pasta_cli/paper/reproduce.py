@@ -1,0 +1,205 @@
+"""pasta-reproduce: run every cell of one of the paper's tables that has not finished, then write the table.
+
+    pasta-reproduce table4 --scale cpu --data-dir ../shared/data          # what `make reproduce-table4` runs
+    pasta-reproduce table2 --scale paper --methods full_ft,bitfit --seeds 42,43,44 trainer.precision=bf16
+    pasta-reproduce table4 --scale cpu --report                           # re-render what finished, run nothing
+
+The table's rows, columns and numbers come from paper.yaml (`tables.py`), the commands and folders from
+`schedule.py`, the cells from `results.py`, the text from `render.py`; this module checks the arguments
+and puts them in order. A bad argument stops it before anything runs, with one line saying what would do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from pasta_cli.config import compose
+from pasta_cli.paper.render import table_csv, table_markdown, write_table
+from pasta_cli.paper.results import Cell, collect_cells
+from pasta_cli.paper.schedule import Plan, config_names, data_path, gpu_count, machine, run_column, shell
+from pasta_cli.paper.tables import table, table_names
+from pasta_cli.pasta import VARIANTS
+
+PROG = "pasta-reproduce"
+
+
+class BadArgument(ValueError):
+    """An argument that cannot work; its message names it and what would."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    cells: dict[tuple[str, str], Cell]
+    table_md: Path
+    table_csv: Path
+
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.cells.values() if c.status == "failed"]
+
+
+def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) -> Outcome:
+    """Run (unless run=False) every selected column that has data and unfinished cells, then write the table."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if plan.scale != "paper":
+        env.setdefault("HF_HUB_OFFLINE", "1")  # the small scales use the packaged MiniLM and local files
+    per_column = len(plan.rows) * len(plan.seeds)
+    ran: set[str] = set()
+    started = time.time()
+    for task in plan.selected:
+        if not plan.has_data(task):
+            echo(f"{task}: missing (no data under {data_path(plan.data_dir, task)}): not run")
+            continue
+        if not run:
+            continue  # report what is there: a run counts as failed only where its folder exists
+        ran.add(task)
+        todo = plan.todo(task)
+        if not todo:
+            echo(f"{task}: all {per_column} runs finished already (skipped)")
+            continue
+        echo(f"{task}: {len(todo)} of {per_column} runs to do; log {plan.log_path(task)}\n"
+             f"  $ {shell(plan.command(task))}")
+        rc, seconds = run_column(plan, task, env)
+        echo(f"{task}: exit {rc} after {seconds / 60:.1f} min")
+    elapsed = time.time() - started
+    cells = collect_cells(plan, ran)
+    ok = [c for c in cells.values() if c.status == "ok"]
+    meta = {
+        "command": invocation or f"{PROG} {plan.table.name} --scale {plan.scale}",
+        "written": datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "processes per run": str(plan.nproc),
+        "this invocation's wall time": f"{elapsed / 60:.1f} min",
+        "training wall time of the cells shown (sum of results.json wall_time_s)":
+            f"{sum(r.get('wall_time_s') or 0 for c in ok for r in c.runs) / 60:.1f} min",
+        "cells": ", ".join(f"{n} {s}" for s, n in sorted(Counter(c.status for c in cells.values()).items())),
+    }
+    md = table_markdown(plan, cells, meta)
+    written = write_table(plan, md, table_csv(plan, cells))
+    echo(md)
+    echo(f"wrote {written[0]} and {written[1]} (copies in {plan.folder.parent})")
+    return Outcome(cells, written[0], written[1])
+
+
+# --------------------------------------------------------------------------------------- the command line
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, exit 2: argparse's own messages already name the bad value and the choices."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+    p.add_argument("table", nargs="?", help="the paper's table: " + ", ".join(table_names()))
+    p.add_argument("overrides", nargs="*", help="Hydra overrides for every cell (e.g. trainer.precision=bf16)")
+    p.add_argument("--scale", default="cpu", choices=config_names("scale"),
+                   help="the budget, conf/scale/<scale>.yaml (default cpu)")
+    p.add_argument("--data-dir", default="../shared/data",
+                   help="root laid out as glue/<Task>/ and conll2003/; empty or 'hub': the Hugging Face hub")
+    p.add_argument("--seeds", default="42", help="comma list (default 42); a cell is the mean ± std over them")
+    p.add_argument("--methods", default="", help="baseline rows beside PASTA (Tables 2, 3, 5): "
+                   + ",".join(baselines()))
+    p.add_argument("--variants", default="", help="Table 4's rows (default all): " + ",".join(VARIANTS))
+    p.add_argument("--tasks", default="", help="only these task columns (default all); the others are reported")
+    p.add_argument("--logger", default="", choices=["", *config_names("logger")],
+                   help="wandb: every cell logs to W&B, grouped as <table>-<scale>")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="processes per run (torchrun when > 1); default: the visible GPUs at scale paper, else 1")
+    p.add_argument("--output-root", default="outputs", type=Path)
+    p.add_argument("--report", action="store_true", help="only write the table from what finished; run nothing")
+    return p
+
+
+def _items(text: str) -> list[str]:
+    return text.replace(",", " ").split()
+
+
+def baselines() -> list[str]:
+    """The rows Tables 2, 3 and 5 can add: a row is the override `method=<row>`, so every option of the
+    config group conf/method/ but PASTA itself (classifier_only is one: PASTA's variant under its own name)."""
+    return [m for m in config_names("method") if m != "pasta"]
+
+
+def _rows(name: str, variants: list[str], methods: list[str]) -> list[str]:
+    """Table 4's rows are PASTA variants (all by default); the others' are PASTA and the baselines asked for."""
+    if table(name).rows_kind == "variant":
+        bad = [v for v in variants if v not in VARIANTS]
+        if bad:
+            raise BadArgument(f"--variants: {', '.join(bad)} is no PASTA variant; choose from {', '.join(VARIANTS)}")
+        return variants or list(VARIANTS)
+    bad = [m for m in methods if m not in ("pasta", *baselines())]
+    if bad:
+        raise BadArgument(f"--methods: {', '.join(bad)} is no method here; choose from {', '.join(baselines())}")
+    return list(dict.fromkeys(["pasta", *methods]))
+
+
+def plan_from_args(a: argparse.Namespace) -> Plan:
+    """The plan the arguments ask for, or BadArgument naming the first one that cannot work."""
+    if not a.table:
+        raise BadArgument(f"which table? give one of {', '.join(table_names())} (e.g. {PROG} table4 --scale cpu)")
+    if a.table not in table_names():
+        raise BadArgument(f"unknown table '{a.table}': choose one of {', '.join(table_names())}")
+    try:
+        seeds = [int(s) for s in _items(a.seeds)] or [42]
+    except ValueError:
+        raise BadArgument(f"--seeds '{a.seeds}': give whole numbers, comma-separated (e.g. 42,43,44)") from None
+    tasks = table(a.table).tasks
+    bad = [t for t in _items(a.tasks) if t not in tasks]
+    if bad:
+        raise BadArgument(f"--tasks: {', '.join(bad)} is no column of {a.table}; choose from {', '.join(tasks)}")
+    if a.nproc is not None and a.nproc < 1:
+        raise BadArgument(f"--nproc {a.nproc}: give 1 or more processes per run")
+    nproc = a.nproc or (max(1, gpu_count()) if a.scale == "paper" else 1)
+    return Plan(table(a.table), tuple(_rows(a.table, _items(a.variants), _items(a.methods))), tuple(seeds),
+                a.scale, a.data_dir or None, a.output_root, tuple(_items(a.tasks) or tasks), nproc,
+                None if a.logger in ("", "none") else a.logger, tuple(a.overrides))
+
+
+def check_composes(plan: Plan) -> None:
+    """Compose one cell's config from exactly its command's overrides, so a misspelt override stops
+    here, in a second, and not in every cell of a run that takes hours."""
+    command = plan.command(plan.selected[0], plan.rows[:1], plan.seeds[:1])
+    overrides = [w for w in command[command.index("pasta_cli.train") + 2:] if not w.startswith("hydra.")]
+    try:
+        cfg = compose(overrides)
+        cfg.trainer.main_metric  # noqa: B018 - resolves the recipe's lookup in paper.yaml
+    except (HydraException, OmegaConfBaseException, KeyError) as e:
+        raise BadArgument(f"the cells' overrides do not compose ({' '.join(str(e).split())}); "
+                          f"check the overrides given after the table: {' '.join(plan.extra) or 'none'}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser()
+    a = p.parse_intermixed_args(argv)
+    try:
+        plan = plan_from_args(a)
+        if not a.report:
+            check_composes(plan)
+    except BadArgument as e:
+        p.error(str(e))
+    ignored = "methods" if plan.table.rows_kind == "variant" else "variants"
+    if _items(getattr(a, ignored)):
+        print(f"note: {plan.table.name}'s rows are {plan.table.rows_kind}s: --{ignored} is ignored", file=sys.stderr)
+    out = reproduce(plan, run=not a.report, invocation=shlex.join([PROG, *argv]))
+    if out.failed:
+        print("failed cells: " + ", ".join(f"{c.row}/{c.column.label} (log: {c.log})" for c in out.failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The run folder, the record a researcher reads months later:
+
+    config.yaml           the resolved config, with the task's derived values (labels, metrics, files)
+    metrics.jsonl         one line per evaluation
+    results.json          the best model's scores, counts and budget (written last, atomically)
+    adapter/              the best model's adapter (pasta_cli.adapter: one format for every method)
+    <figure>.png          the method's own figure (PASTA: norms.png, the paper's Figure 4)
+    dev_predictions.tsv   the best model on the first evaluation split; test_predictions*.tsv: the
+                          GLUE submission files for unlabelled test splits
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pasta_cli.adapter import save_adapter
+from pasta_cli.eval import predictions, submission_rows
+from pasta_cli.files import append_jsonl, jsonl, write_atomic, write_json, write_tsv
+from pasta_cli.modeling import parameter_counts
+
+FIGURE = "norms.png"
+
+
+def write_config(run_dir: Path, cfg) -> None:
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def append_metrics(run_dir: Path, record: dict) -> None:
+    append_jsonl(run_dir / "metrics.jsonl", record)
+
+
+def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
+    """metrics.jsonl holding exactly these records (a resumed run drops evaluations its checkpoint lacks)."""
+    write_atomic(run_dir / "metrics.jsonl", jsonl(records))
+
+
+def save_best(run, run_dir: Path) -> None:
+    cfg = run.cfg
+    save_adapter(run.model, run_dir / "adapter", backbone=cfg.model.name_or_path, head=run.head,
+                 pair=run.task.pair, task=run.task.name, method=run.method.name,
+                 settings=OmegaConf.to_container(cfg.method, resolve=True))
+
+
+def draw(run, run_dir: Path, step: int | None, suffix: str = "") -> Path | None:
+    """The method's figure of the current model, if the method has one."""
+    cfg = run.cfg
+    title = f"{run.task.name} · {cfg.model.tag} · {cfg.method.get('variant') or cfg.method.name} · step {step}{suffix}"
+    return run.method.figure(run.model, run.tokenizer, run.task.pair, run_dir / FIGURE, title)
+
+
+def prediction_files(task) -> list[tuple[str, str]]:
+    """(split, file name): dev predictions of the first evaluation split, and a GLUE submission file
+    for every unlabelled test split (a labelled one, CoNLL-2003's or the built-in task's, is for scoring)."""
+    files = [(task.eval_splits[0], "dev_predictions.tsv")]
+    files += [(s, f"{s.replace('test', 'test_predictions', 1)}.tsv") for s in task.test_splits if not task.labelled(s)]
+    return files
+
+
+def write_predictions(run, run_dir: Path, predict) -> None:
+    """`predict(split) -> (logits, labels)` for each prediction file, written as (index, prediction) rows."""
+    for split, name in prediction_files(run.task):
+        logits, labels = predict(split)
+        rows = submission_rows(run.task, split, run.data[split]["idx"], predictions(run.task, logits), labels)
+        write_tsv(run_dir / name, ("index", "prediction"), rows)
+
+
+def results(run, state) -> dict:
+    """results.json: what the best model scored, what it trained, and with which budget."""
+    cfg, t = run.cfg, run.cfg.trainer
+    c = parameter_counts(run.model)
+    return {
+        "task": run.task.name, "model": cfg.model.tag, "backbone": cfg.model.name_or_path,
+        "method": cfg.method.name, "variant": cfg.method.get("variant"),
+        "main_metric": run.main_metric, "best_score": state.best,
+        "best_scores": state.best_scores, "best_epoch": state.best_epoch, "best_step": state.best_step,
+        "epochs_run": state.epoch, "steps": state.step,
+        "trainable": c["trainable"], "trainable_method": c["method"], "trainable_head": c["head"],
+        "trainable_pct": c["trainable_pct"], "trainable_method_pct": c["method_pct"], "backbone_params": c["backbone"],
+        "seed": cfg.seed, "lr": cfg.optim.lr, "epochs": t.epochs,
+        "batch_size_per_device": t.batch_size, "devices": run.world, "grad_accum": t.grad_accum,
+        "effective_batch_size": t.batch_size * run.world * t.grad_accum,
+        "precision": t.precision, "wall_time_s": round(state.wall, 2),
+    }
+
+
+def write_results(run_dir: Path, record: dict) -> None:
+    write_json(run_dir / "results.json", record)
+
+
+def summary_lines(record: dict, run_dir: Path) -> list[str]:
+    """What pasta-train prints at the end of a run."""
+    scores = "  ".join(f"{split}/{k}={100 * v:.2f}" for split, s in record["best_scores"].items() for k, v in s.items())
+    return [
+        f"done: {record['task']} · {record['model']} · {record['method']}"
+        + (f" ({record['variant']})" if record.get("variant") else ""),
+        f"  best {record['main_metric']} = {100 * record['best_score']:.2f} at epoch {record['best_epoch']} "
+        f"(step {record['best_step']} of {record['steps']})",
+        f"  dev: {scores}",
+        f"  trainable: {record['trainable_method']:,} method ({record['trainable_method_pct']:.4f}%) + "
+        f"{record['trainable_head']:,} head = {record['trainable']:,} ({record['trainable_pct']:.4f}% of "
+        f"{record['backbone_params']:,})",
+        f"  effective batch {record['effective_batch_size']} · wall time {record['wall_time_s']:.1f} s",
+        f"  files: {run_dir}/ (results.json, metrics.jsonl, adapter/, dev_predictions.tsv"
+        + (f", {FIGURE}" if (run_dir / FIGURE).exists() else "") + ")",
+    ]

@@ -1,0 +1,131 @@
+"""Building a run, in named steps (torchtune's recipe style): the device, the data, the model with
+its method, the optimiser and schedule. `build` returns them as one `Run`; the loop, the
+checkpoints and the benchmark read from it."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from transformers import get_linear_schedule_with_warmup
+
+from pasta_cli.backbones import load_model, load_tokenizer
+from pasta_cli.config import task_spec
+from pasta_cli.data import Collator, TaskData, encode, load_task
+from pasta_cli.methods import Method, apply_method, check_method
+from pasta_cli.training import dist
+
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    device: torch.device
+    device_type: str                  # cuda | cpu
+    world: int                        # processes (torchrun), each with its share of every global batch
+    rank: int
+    task: TaskData
+    tokenizer: Any
+    data: dict                        # split -> tokenized datasets.Dataset
+    collate: Collator
+    method: Method
+    model: nn.Module                  # the model the method made (a PeftModel for LoRA)
+    module: nn.Module                 # what forward/backward runs through: the model, DDP- and compile-wrapped
+    params: list[nn.Parameter]        # the trainable parameters
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    train_rows: list[dict]
+    lengths: list[int]                # tokens per training row (length-grouped batches)
+    global_batch: int                 # trainer.batch_size x world
+    total_steps: int
+    main_metric: str                  # model selection: trainer.main_metric, else the task's
+
+    @property
+    def head(self) -> str:
+        return self.task.kind   # task kinds are the head names backbones.load_model takes
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_device(cfg) -> tuple[torch.device, str]:
+    """Join torchrun's process group (if any) and pick this process's device."""
+    cuda = torch.cuda.is_available() and cfg.trainer.device != "cpu"
+    device_type = "cuda" if cuda else "cpu"
+    dist.init(device_type)
+    return dist.local_device(device_type), device_type
+
+
+def setup_data(cfg, task: TaskData):
+    """The tokenizer, every split tokenized (no padding), and the collator that pads each batch."""
+    tokenizer = load_tokenizer(cfg.model.name_or_path, pretokenized=task.kind == "token_classification")
+    data = encode(task, tokenizer, cfg.trainer.max_length)
+    return tokenizer, data, Collator(task, tokenizer)
+
+
+def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn.Module, nn.Module]:
+    """The backbone with a fresh head, the method on it, on the device; (model, module to run)."""
+    model = load_model(cfg.model.name_or_path, task.kind, task.num_labels, task.id2label or None,
+                       dropout=cfg.model.dropout)
+    model = apply_method(model, tokenizer, cfg.method, task.pair)
+    if cfg.trainer.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = model.to(device)
+    module = model
+    if dist.world_size() > 1:
+        # DDP registers only requires_grad parameters: with PASTA a few KB are all-reduced
+        module = DistributedDataParallel(model, device_ids=[device.index] if device_type == "cuda" else None)
+    if cfg.trainer.compile:
+        module = torch.compile(module)
+    return model, module
+
+
+def setup_optimizer(cfg, params, total_steps: int):
+    """AdamW with a linear schedule and warm-up (the paper's HF setup), and fp16's loss scaler."""
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup_ratio * total_steps), total_steps)
+    scaler = torch.amp.GradScaler("cuda") if cfg.trainer.precision == "fp16" else None
+    return optimizer, scheduler, scaler
+
+
+def count_steps(cfg, rows: int, world: int) -> int:
+    """Optimiser steps of the whole run: ceil(batches per epoch / grad_accum) x epochs, capped by max_steps."""
+    t = cfg.trainer
+    batches_per_epoch = math.ceil(rows / (t.batch_size * world))
+    total = math.ceil(batches_per_epoch / t.grad_accum) * t.epochs
+    return min(total, t.max_steps) if t.max_steps else total
+
+
+def build(cfg, task: TaskData | None = None) -> Run:
+    """Everything a run needs, in the order that keeps a seed's numbers reproducible."""
+    method = check_method(cfg.method)
+    device, device_type = setup_device(cfg)
+    seed_everything(cfg.seed)
+    task = task or load_task(task_spec(cfg))
+    tokenizer, data, collate = setup_data(cfg, task)
+    model, module = setup_model(cfg, task, tokenizer, device, device_type)
+    params = [p for p in model.parameters() if p.requires_grad]
+    world = dist.world_size()
+    lengths = [len(x) for x in data["train"]["input_ids"]]
+    total_steps = count_steps(cfg, len(lengths), world)
+    optimizer, scheduler, scaler = setup_optimizer(cfg, params, total_steps)
+    return Run(cfg=cfg, device=device, device_type=device_type, world=world, rank=dist.rank(), task=task,
+               tokenizer=tokenizer, data=data, collate=collate, method=method, model=model, module=module,
+               params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+               amp_dtype=AMP_DTYPES[cfg.trainer.precision], train_rows=data["train"].to_list(), lengths=lengths,
+               global_batch=cfg.trainer.batch_size * world, total_steps=total_steps,
+               main_metric=cfg.trainer.main_metric or task.main_metric)
