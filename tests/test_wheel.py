@@ -97,3 +97,12 @@ def test_installed_pasta_train_runs_a_users_own_task_yaml(installed, tmp_path):
     bad = run(env_dir, tmp_path, str(env_dir / "bin" / "pasta-train"), "--config-dir", str(tmp_path / "my_conf"),
               "task=my_task", "task.label=answer", *TINY)
     assert bad.returncode == 2 and bad.stderr.count("pasta-train: error:") == 1 and "'answer'" in bad.stderr
+
+
+def test_installed_pasta_reproduce_writes_its_table_under_the_current_folder(installed, tmp_path):
+    _, env_dir = installed
+    out = run(env_dir, tmp_path, str(env_dir / "bin" / "pasta-reproduce"), "table4", "--scale", "smoke",
+              "--data-dir", str(tmp_path / "no-data"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (tmp_path / "outputs" / "table4" / "smoke" / "table.md").read_text()
+    assert table.count("| missing (no data) ") == 5 * 5 and "| CoLA | RTE | MRPC | STS-B | CoNLL2003 |" in table
