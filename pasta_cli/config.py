@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pasta_cli import paper
-from pasta_cli.data.spec import TaskSpec
+from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method
 
@@ -117,7 +117,7 @@ def compose(overrides: list[str] | None = None, config_dir: str | None = None) -
 
 def task_spec(cfg: DictConfig) -> TaskSpec:
     """The run's task as a TaskSpec object (enums and all), from the composed config."""
-    return OmegaConf.to_object(cfg.task)
+    return as_spec(cfg.task)
 
 
 def check_config(cfg: DictConfig, cuda_available: bool) -> None:

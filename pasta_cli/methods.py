@@ -18,29 +18,8 @@ from torch import nn
 
 from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import head_parameters
+from pasta_cli.modeling import head_parameters, load_trainable, trainable_tensors
 from pasta_cli.pasta import VARIANTS, add_pasta
-
-
-def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every trainable tensor under its parameter name: what a baseline's adapter holds."""
-    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Copy saved tensors into the parameters of the same names; the two sets of names must agree."""
-    params = dict(model.named_parameters())
-    expected = set(trainable_tensors(model))
-    if set(tensors) != expected:
-        raise PastaError(f"adapter in '{where}' holds {sorted(set(tensors) - expected)[:3] or 'no extra tensors'} "
-                         f"but lacks {sorted(expected - set(tensors))[:3] or 'nothing'}: it was saved from another "
-                         "method or model; load it with the backbone and method in its adapter_config.json")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            if params[name].shape != value.shape:
-                raise PastaError(f"adapter tensor '{name}' has shape {tuple(value.shape)}, the model expects "
-                                 f"{tuple(params[name].shape)}")
-            params[name].copy_(value)
 
 
 @dataclass(frozen=True)
@@ -59,7 +38,7 @@ class Method:
         return trainable_tensors(model)
 
     def load_state(self, model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-        load_tensors(model, tensors, where)
+        load_trainable(model, tensors, f"adapter in '{where}'")
 
     def figure(self, model: nn.Module, tokenizer, pair: bool, path: Path, title: str) -> Path | None:
         """The method's own picture of what it learned, if it has one."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from pasta_cli.errors import PastaError
@@ -61,6 +62,27 @@ def freeze(model: nn.Module, trains: Callable[[str], bool]) -> None:
 def freeze_backbone(model: nn.Module) -> None:
     """Only the head (and what a method adds later) trains."""
     freeze(model, lambda name: is_head(model, name))
+
+
+def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every trainable tensor under its parameter name (a baseline's adapter, a checkpoint, the best model)."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy saved tensors into the trainable parameters of the same names; names and shapes must agree."""
+    params = dict(model.named_parameters())
+    expected = set(trainable_tensors(model))
+    if set(tensors) != expected:
+        raise PastaError(f"{where} holds {sorted(set(tensors) - expected)[:3] or 'no extra tensors'} "
+                         f"but lacks {sorted(expected - set(tensors))[:3] or 'nothing'}: it was saved from another "
+                         "method or model; load it with the backbone and method it was saved with")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if params[name].shape != value.shape:
+                raise PastaError(f"{where}: tensor '{name}' has shape {tuple(value.shape)}, the model expects "
+                                 f"{tuple(params[name].shape)}")
+            params[name].copy_(value)
 
 
 def parameter_counts(model: nn.Module) -> dict:

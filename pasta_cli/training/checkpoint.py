@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pasta_cli.files import write_atomic
+from pasta_cli.modeling import load_trainable, trainable_tensors
 from pasta_cli.training.state import TrainState
 
 log = logging.getLogger("pasta")
@@ -20,14 +21,7 @@ CHECKPOINT = "checkpoints/last.pt"
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """A copy of every trainable tensor (the best model, a checkpoint): kilobytes for PASTA."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model, tensors: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for n, v in tensors.items():
-            params[n].copy_(v)
+    return {n: t.clone() for n, t in trainable_tensors(model).items()}
 
 
 def _rng_states() -> dict:
@@ -59,7 +53,7 @@ def restore(path: Path, run) -> TrainState | None:
         log.warning("resume=true but %s does not exist: starting from the beginning", path)
         return None
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    load_trainable_state(run.model, ckpt["trainable"])
+    load_trainable(run.model, ckpt["trainable"], f"checkpoint '{path}'")
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     if run.scaler and ckpt["scaler"]:

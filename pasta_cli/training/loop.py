@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from pasta_cli.eval import compute_metrics, predictions
+from pasta_cli.modeling import load_trainable
 from pasta_cli.training import artifacts, checkpoint, dist
 from pasta_cli.training.build import Run, build
 from pasta_cli.training.loggers import make_logger
@@ -163,7 +164,7 @@ def finish(run: Run, state: TrainState, run_dir: Path, logger) -> dict:
     """Restore the best tensors, write predictions, the figure and results.json; returns the results."""
     if not dist.is_main():
         return {}
-    checkpoint.load_trainable_state(run.model, state.best_state)
+    load_trainable(run.model, state.best_state, "the best model's tensors")
     artifacts.write_predictions(run, run_dir, lambda split: predict(run, split))
     figure = artifacts.draw(run, run_dir, state.best_step, " (best)")
     if figure:
