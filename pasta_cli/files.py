@@ -14,6 +14,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file under the process's umask (mkstemp gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path, content: str | bytes | Callable[[str], None]) -> Path:
     """Write `content` (text, bytes, or a function that writes a file at the path it is given,
     such as safetensors' save_file or torch.save) to `path` atomically."""
@@ -21,6 +28,7 @@ def write_atomic(path, content: str | bytes | Callable[[str], None]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, _file_mode())
         if callable(content):
             os.close(fd)
             content(tmp)
