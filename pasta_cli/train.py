@@ -140,9 +140,9 @@ def main() -> None:
 
 
 def _exit(line: str) -> None:
+    """The one error line (rank 0 only) and exit code 2; main()'s `finally` leaves the process group."""
     if dist.is_main():
         print(line, file=sys.stderr, flush=True)
-    dist.shutdown()
     sys.exit(2)
 
 
