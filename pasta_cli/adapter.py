@@ -13,6 +13,8 @@ LoRA's adapter/ is PEFT's own format (its adapter_config.json and adapter_model.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.baselines.lora import load_lora
 from pasta_cli.errors import PastaError
-from pasta_cli.files import write_atomic, write_json
+from pasta_cli.files import write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers, hf_model
 
@@ -49,7 +51,16 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
         "id2label": {str(k): v for k, v in inner.config.id2label.items()}, "task": task,
     }
     if m.peft:
-        model.save_pretrained(directory)  # PEFT writes its own two files (atomically enough: it owns them)
+        # PEFT writes its own files; written beside the folder first and renamed in one by one, so a crash
+        # mid-save leaves each file whole (the previous version or the new one)
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.") as tmp:
+            try:
+                model.save_pretrained(tmp)
+                for written in Path(tmp).iterdir():
+                    os.replace(written, directory / written.name)
+            except OSError as e:
+                raise write_error(directory, e) from e
         write_json(directory / SIDECAR_NAME, config)
         return directory
     tensors = {n: t.float().cpu().contiguous() for n, t in m.state(model).items()}
@@ -103,6 +114,11 @@ def load_adapter(directory, backbone: str | None = None):
     if method.peft:
         return load_lora(model, directory), tokenizer
     model = method.apply(model, tokenizer, config, config["pair"])
+    rebuilt = method.describe(model, config)  # e.g. PASTA's slots on this tokenizer vs the adapter's
+    differ = {k: (config[k], v) for k, v in rebuilt.items() if k in config and config[k] != v}
+    if differ:
+        raise PastaError(f"adapter in '{directory}' does not fit backbone '{name}': "
+                         + "; ".join(f"{k} {a} in the adapter, {b} here" for k, (a, b) in differ.items()))
     path = Path(directory) / WEIGHTS_NAME
     try:
         tensors = load_file(str(path))

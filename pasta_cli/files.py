@@ -7,11 +7,18 @@ never a truncated one, and the temporary file is removed when the write fails.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from pasta_cli.errors import WriteError
+
+# errors that mean "this folder is not yours to write", not "the disk failed": the user chose the folder
+NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _file_mode() -> int:
@@ -25,8 +32,11 @@ def write_atomic(path, content: str | bytes | Callable[[str], None]) -> Path:
     """Write `content` (text, bytes, or a function that writes a file at the path it is given,
     such as safetensors' save_file or torch.save) to `path` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         os.chmod(tmp, _file_mode())
         if callable(content):
@@ -36,10 +46,26 @@ def write_atomic(path, content: str | bytes | Callable[[str], None]) -> Path:
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode("utf-8") if isinstance(content, str) else content)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+            raise write_error(path, e) from e
         raise
     return path
+
+
+def write_error(path: Path, err: BaseException) -> WriteError:
+    """One line for a failed write: the file, why, and that the previous version is intact."""
+    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+    try:
+        free = f"; {shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free / 2**20:,.0f} MiB free"
+    except (OSError, StopIteration):
+        free = ""
+    error = WriteError(f"cannot write '{path}' ({type(err).__name__}: {reason}{free}); its previous version, "
+                       "if any, is intact: fix the cause and continue with resume=true")
+    if getattr(err, "errno", None) in NOT_ALLOWED:
+        error.exit_code = 2
+    return error
 
 
 def write_json(path, obj) -> Path:
@@ -48,12 +74,6 @@ def write_json(path, obj) -> Path:
 
 def jsonl(records: Iterable) -> str:
     return "".join(json.dumps(r, default=float) + "\n" for r in records)
-
-
-def append_jsonl(path, obj) -> None:
-    """One line per record; a line is written in one call, so a reader sees whole lines."""
-    with open(path, "a") as f:
-        f.write(jsonl([obj]))
 
 
 def write_tsv(path, header: tuple, rows: Iterable[tuple]) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
 from pasta_cli.modeling import head_parameters, load_trainable, trainable_tensors
-from pasta_cli.pasta import VARIANTS, add_pasta
+from pasta_cli.pasta import VARIANTS, add_pasta, count_slots
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Method:
     apply: Callable[..., nn.Module]   # (model, tokenizer, settings, pair) -> the module to train
     settings: tuple[str, ...] = ()    # keys of conf/method/<name>.yaml that rebuild the method from its adapter
     peft: bool = False                # its adapter/ is PEFT's own format (PeftModel.from_pretrained loads it)
+
+    def check_tokenizer(self, tokenizer, pair: bool) -> None:
+        """Refuse, before a model loads, a backbone whose tokenizer the method cannot work with."""
 
     def describe(self, model: nn.Module, settings: dict) -> dict:
         """What adapter_config.json records about the method (beyond backbone, head and task)."""
@@ -47,6 +50,9 @@ class Method:
 
 class Pasta(Method):
     """PASTA: one vector per (layer, special-token slot); the adapter is `pasta_vectors` + the head."""
+
+    def check_tokenizer(self, tokenizer, pair):
+        count_slots(tokenizer, pair)  # no special tokens (GPT-2): nothing to adapt, the real reason first
 
     def describe(self, model, settings):
         p = model.pasta

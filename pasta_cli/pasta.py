@@ -95,11 +95,28 @@ class PastaInjector(nn.Module):
             is_special = torch.isin(input_ids, self.slot_token_ids)
         if attention_mask is not None:
             is_special = is_special & attention_mask.bool()
+        self._check_input_form(is_special.sum(dim=1))
         slot = is_special.long().cumsum(dim=1) - 1
         in_range = is_special & (slot < self.num_slots)
         vector = self.slot_to_vector[slot.clamp(0, self.num_slots - 1)]
         rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)
         self._where = (rows, cols, vector[rows, cols])
+
+    def _check_input_form(self, specials_per_row: torch.Tensor) -> None:
+        """Every row must have the special tokens the vectors were trained for: a pair model given one
+        sentence would put the middle [SEP]'s vector on the final [SEP], a single-sentence model given a
+        pair would leave the final [SEP] without one. Neither is what was trained."""
+        wrong = torch.nonzero(specials_per_row != self.num_slots)
+        if len(wrong):
+            row = int(wrong[0, 0])
+            found = int(specials_per_row[row])
+            trained = "sentence pairs" if self.num_slots > 2 else "single sentences"
+            given = "a single sentence" if found < self.num_slots else "more special tokens (a sentence pair?)"
+            raise PastaError(
+                f"this PASTA model was trained on {trained} ({self.num_slots} special tokens per input) but row "
+                f"{row} has {found} ({given}): tokenize inputs the way the task was trained "
+                f"({'text, text_pair' if self.num_slots > 2 else 'one text per row'}), with "
+                "return_special_tokens_mask=True if a text may contain a literal special token")
 
     def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """h_i + e(v_p^l) at the slot positions; everything else untouched."""

@@ -1,8 +1,9 @@
 """pasta-train: the Hydra command line. `python -m pasta_cli.train` is the same (and what torchrun runs).
 
 Every mistake a user can fix ends in one line, `pasta-train: error: ...`, exit code 2, and leaves
-no run folder behind: our own checks (PastaError) and Hydra's config errors (an unknown option, a
-misspelt key, a value of the wrong type) alike.
+the run folder as it was (no new folder): our own checks (PastaError) and Hydra's config errors (an
+unknown option, a misspelt key, a value of the wrong type) alike. A write that fails (full disk) is
+one line too, exit code 1, with the previous files intact. The run folder's rules: training/folder.py.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,20 +26,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from transformers.utils import logging as hf_logging
 
+from pasta_cli import backbones
 from pasta_cli.config import CONF_MODULE, STAMP_ENV, check_config, run_stamp, task_spec
 from pasta_cli.data import TaskSpec, load_task
 from pasta_cli.errors import PastaError
-from pasta_cli.training import artifacts, dist
+from pasta_cli.files import NOT_ALLOWED
+from pasta_cli.methods import get_method
+from pasta_cli.training import artifacts, checkpoint, dist, folder, resume
 from pasta_cli.training.loop import train
 
 log = logging.getLogger("pasta")
-HYDRA_LEFTOVERS = {".hydra", "main.log", "train.log", "config.yaml"}
-
-
-def _discard_if_empty(run_dir: Path) -> None:
-    """A run refused before training leaves nothing behind but Hydra's own bookkeeping: remove that."""
-    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= HYDRA_LEFTOVERS:
-        shutil.rmtree(run_dir, ignore_errors=True)
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
 
 
 def check_main_metric(cfg: DictConfig, task) -> None:
@@ -48,39 +46,104 @@ def check_main_metric(cfg: DictConfig, task) -> None:
                          f"choose one of {', '.join(task.metrics)}")
 
 
-def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """One job: refuse bad settings and bad data, never redo or clobber a finished run, train, report."""
-    finished = run_dir / "results.json"
-    if finished.exists():
-        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-        if multirun or cfg.resume:
-            log.info("%s already holds a finished run: skipping it", run_dir)
-            return None
-        raise PastaError(f"{run_dir} already holds a finished run (results.json): choose a new hydra.run.dir, "
-                         "or resume=true to keep it")
+def check_backbone(cfg: DictConfig, task) -> None:
+    """What can be known about the backbone before it loads: that it is a model, that max_length fits
+    its positions, and that the method can work with its tokenizer."""
+    config = backbones.load_config(cfg.model.name_or_path)
+    limit = backbones.max_length_limit(config)
+    if limit and cfg.trainer.max_length > limit:
+        raise PastaError(f"trainer.max_length={cfg.trainer.max_length} is beyond {cfg.model.name_or_path}'s "
+                         f"{limit} positions: use trainer.max_length={limit} or less")
+    tokenizer = backbones.load_tokenizer(cfg.model.name_or_path, pretokenized=task.kind == "token_classification")
+    get_method(cfg.method.name).check_tokenizer(tokenizer, task.pair)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, admission: folder.Admission) -> tuple[DictConfig, object]:
+    """Every check a run can fail before training: settings, data, backbone, and what a resume resumes.
+    Returns the config the run really uses (the task's derived values, resume as admitted) and the task."""
     check_config(cfg, torch.cuda.is_available())
     task = load_task(task_spec(cfg))  # bad data stops here, before a model loads or a file is written
     check_main_metric(cfg, task)
-    # config.yaml records what the run really uses: the task's derived labels, metrics and files
-    cfg = cfg.copy()
-    cfg.task = OmegaConf.structured(task.spec)
+    check_backbone(cfg, task)
+    used = cfg.copy()
+    used.task = OmegaConf.structured(task.spec)
+    used.resume = admission.action == "resume"
+    step = None
+    if used.resume:  # refuse a resume under other settings before any training time is spent
+        ckpt = run_dir / checkpoint.CHECKPOINT
+        seen = checkpoint.peek(ckpt)
+        resume.changes(seen["settings"], resume.settings(used, task, dist.world_size()), f"checkpoint '{ckpt}'")
+        step = seen["state"]["step"]
     if dist.is_main():
-        artifacts.write_config(run_dir, cfg)
-    results = train(cfg, run_dir, task)
+        if HydraConfig.initialized():
+            folder.write_hydra_files(run_dir, HydraConfig.get(), cfg, step)
+        artifacts.write_config(run_dir, used)
+    return used, task
+
+
+@contextmanager
+def job_log(run_dir: Path):
+    """train.log in the run folder (rank 0), from admission to the end of the job."""
+    handler = logging.FileHandler(run_dir / "train.log") if dist.is_main() else None
+    if handler:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        if handler:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """One job: admit it into its folder (locked), refuse bad settings and data, train, report."""
+    run_dir = Path(run_dir)
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    lock = folder.FolderLock(run_dir)
+
+    def enter() -> tuple[folder.Admission, bool]:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.__enter__()
+        try:
+            return folder.admit(run_dir, cfg.resume, multirun), folder.is_empty(run_dir)
+        except PastaError:
+            folder.discard(run_dir)  # only if empty: Hydra made it for this refused run
+            lock.__exit__()
+            raise
+
+    try:
+        admission, was_empty = dist.decide(enter)
+        if admission.message and dist.is_main():
+            log.info(admission.message)
+        if admission.action == "skip":
+            return None
+        try:
+            cfg, task = prepare(cfg, run_dir, admission)
+        except PastaError:
+            if dist.is_main() and was_empty:
+                folder.discard(run_dir)  # a refused run leaves no folder behind
+            raise
+        with job_log(run_dir):
+            results = train(cfg, run_dir, task)
+    finally:
+        lock.__exit__()
     if dist.is_main() and results:
         print("\n".join(artifacts.summary_lines(results, run_dir)), flush=True)
     return results
 
 
+REFUSED: list[PastaError] = []  # the jobs of this invocation that were refused (a sweep goes on with the others)
+
+
 @hydra.main(config_path=f"pkg://{CONF_MODULE}", config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig):
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # a refusal is returned to main() rather than raised through Hydra, which would add its own
+    # "Error executing job with overrides: [...]" line and stop a sweep at its first bad job
     try:
-        run_job(cfg, run_dir)
-    except PastaError:
-        if dist.is_main():
-            _discard_if_empty(run_dir)
-        raise
+        run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except PastaError as e:
+        REFUSED.append(e)
 
 
 def agree_on_run_stamp() -> None:
@@ -129,21 +192,36 @@ def main() -> None:
     agree_on_run_stamp()
     try:
         _hydra_main()
+        if REFUSED:
+            for e in REFUSED[:-1]:
+                _say(f"pasta-train: error: {e}")
+            _exit(f"pasta-train: error: {REFUSED[-1]}", max(e.exit_code for e in REFUSED))
     except PastaError as e:
-        _exit(f"pasta-train: error: {e}")
+        _exit(f"pasta-train: error: {e}", e.exit_code)
     except (HydraException, OmegaConfBaseException) as e:
         if user_wants_tracebacks:
             raise
-        _exit(f"pasta-train: error: {one_line(e)}")
+        _exit(f"pasta-train: error: {one_line(e)}", 2)
+    except OSError as e:  # after Hydra's errors (its MissingConfigException is an OSError)
+        if user_wants_tracebacks:
+            raise
+        # e.g. Hydra cannot create the run folder: one line naming the path
+        advice = ": choose a hydra.run.dir you can write to" if e.errno in NOT_ALLOWED else ""
+        _exit(f"pasta-train: error: {e.strerror or e} ({e.filename or type(e).__name__}){advice}", 2)
     finally:
         dist.shutdown()
 
 
-def _exit(line: str) -> None:
-    """The one error line (rank 0 only) and exit code 2; main()'s `finally` leaves the process group."""
+def _exit(line: str, code: int) -> None:
+    """The one error line (rank 0 only) and the exit code (2: bad input, 1: a failed write); main()'s
+    `finally` leaves the process group."""
+    _say(line)
+    sys.exit(code)
+
+
+def _say(line: str) -> None:
     if dist.is_main():
         print(line, file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 if __name__ == "__main__":

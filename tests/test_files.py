@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from pasta_cli.errors import WriteError
 from pasta_cli.files import write_atomic
 
 
@@ -26,6 +27,6 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
         open(path, "w").write("half")
         raise OSError("No space left on device")
 
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(WriteError, match="cannot write .*results.json.*No space"):
         write_atomic(target, crash)
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]

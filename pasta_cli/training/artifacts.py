@@ -1,7 +1,7 @@
 """The run folder, the record a researcher reads months later:
 
     config.yaml           the resolved config, with the task's derived values (labels, metrics, files)
-    metrics.jsonl         one line per evaluation
+    metrics.jsonl         one line per evaluation (rewritten whole, atomically, at each one)
     results.json          the best model's scores, counts and budget (written last, atomically)
     adapter/              the best model's adapter (pasta_cli.adapter: one format for every method)
     <figure>.png          the method's own figure (PASTA: norms.png, the paper's Figure 4)
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from pasta_cli.adapter import save_adapter
 from pasta_cli.eval import predictions, submission_rows
-from pasta_cli.files import append_jsonl, jsonl, write_atomic, write_json, write_tsv
+from pasta_cli.files import jsonl, write_atomic, write_json, write_tsv
 from pasta_cli.modeling import parameter_counts
 
 FIGURE = "norms.png"
@@ -27,12 +27,10 @@ def write_config(run_dir: Path, cfg) -> None:
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
 
-def append_metrics(run_dir: Path, record: dict) -> None:
-    append_jsonl(run_dir / "metrics.jsonl", record)
-
-
-def rewrite_metrics(run_dir: Path, records: list[dict]) -> None:
-    """metrics.jsonl holding exactly these records (a resumed run drops evaluations its checkpoint lacks)."""
+def write_metrics(run_dir: Path, records: list[dict]) -> None:
+    """metrics.jsonl holding exactly these records, rewritten whole at every evaluation (a few KB): a
+    crash or a full disk mid-write leaves the previous file, never a cut line, and a resumed run's
+    file holds exactly the evaluations its checkpoint knows."""
     write_atomic(run_dir / "metrics.jsonl", jsonl(records))
 
 
@@ -82,6 +80,7 @@ def results(run, state) -> dict:
         "batch_size_per_device": t.batch_size, "devices": run.world, "grad_accum": t.grad_accum,
         "effective_batch_size": t.batch_size * run.world * t.grad_accum,
         "precision": t.precision, "wall_time_s": round(state.wall, 2),
+        "resumes": state.resumes,  # each resume's step and the settings it changed (docs/RELIABILITY.md)
     }
 
 

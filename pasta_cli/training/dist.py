@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from pasta_cli.errors import PastaError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -38,6 +40,21 @@ def broadcast(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def decide(fn):
+    """Rank 0 runs `fn` (a check of shared state: the run folder); every rank returns its result or
+    raises the same PastaError, so that a refusal stops all ranks instead of leaving them waiting."""
+    outcome = None
+    if is_main():
+        try:
+            outcome = ("ok", fn())
+        except PastaError as e:
+            outcome = ("error", e)
+    outcome = broadcast(outcome)
+    if outcome[0] == "error":
+        raise outcome[1]
+    return outcome[1]
 
 
 def mean(value: float, device) -> float:

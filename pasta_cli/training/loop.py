@@ -21,7 +21,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from pasta_cli.eval import compute_metrics, predictions
 from pasta_cli.modeling import load_trainable
-from pasta_cli.training import artifacts, checkpoint, dist
+from pasta_cli.training import artifacts, checkpoint, dist, resume
 from pasta_cli.training.build import Run, build
 from pasta_cli.training.loggers import make_logger
 from pasta_cli.training.state import TrainState
@@ -89,8 +89,8 @@ def eval_and_keep_best(run: Run, state: TrainState, train_loss: float, run_dir: 
         record = {"step": state.step, "epoch": state.epoch, "train_loss": train_loss,
                   "lr": run.scheduler.get_last_lr()[0], "wall_s": round(state.wall, 2),
                   **{f"{split}/{k}": v for split, s in scores.items() for k, v in s.items()}}
-        artifacts.append_metrics(run_dir, record)
         state.history.append(record)
+        artifacts.write_metrics(run_dir, state.history)
         logger.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, state.step)
         if state.improved_by(score):
             state.best, state.best_epoch, state.best_step, state.best_scores = score, state.epoch, state.step, scores
@@ -112,9 +112,10 @@ def eval_and_keep_best(run: Run, state: TrainState, train_loss: float, run_dir: 
 def fit(run: Run, run_dir: Path, logger) -> TrainState:
     t, cfg = run.cfg.trainer, run.cfg
     ckpt = run_dir / checkpoint.CHECKPOINT
-    state = (checkpoint.restore(ckpt, run) if cfg.resume else None) or TrainState()
-    if cfg.resume and state.step and dist.is_main():
-        artifacts.rewrite_metrics(run_dir, state.history)  # exactly the evaluations the checkpoint knows
+    settings = resume.settings(cfg, run.task, run.world)
+    state = checkpoint.restore(ckpt, run, settings) if cfg.resume and ckpt.is_file() else TrainState()
+    if dist.is_main():  # exactly the evaluations the checkpoint knows (none for a fresh start)
+        artifacts.write_metrics(run_dir, state.history)
     started = time.time() - state.wall
     run.model.train()
     stop = state.step >= run.total_steps
@@ -150,7 +151,7 @@ def fit(run: Run, run_dir: Path, logger) -> TrainState:
             every = t.checkpoint_every_steps
             if dist.is_main() and ((every and state.step % every == 0) or (not every and eval_now)):
                 state.wall = time.time() - started
-                checkpoint.save(ckpt, run, state)
+                checkpoint.save(ckpt, run, state, settings)
             if end_of_epoch:
                 break
     bar.close()

@@ -21,6 +21,7 @@ class TrainState:
     best_scores: dict | None = None
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # its trainable tensors
     history: list[dict] = field(default_factory=list, repr=False)                  # every metrics.jsonl record
+    resumes: list[dict] = field(default_factory=list)  # each resume: its step and the settings it changed
 
     def improved_by(self, score: float) -> bool:
         return self.best is None or score > self.best

@@ -1,0 +1,114 @@
+"""The run folder's door: who may write into it, and whether a run may start, resume or must stop.
+
+A run folder is a record people trust months later, so before anything is written into it:
+
+- one process at a time: an OS lock (flock) on the folder itself, released by the kernel when the
+  process exits, crashes or is killed, so there is no stale lock file to clean up and the lock adds
+  nothing to the folder;
+- a folder is *new* (none of the run's files), *finished* (results.json) or *unfinished* (run files
+  but no results: a crash, a kill, a sweep that was interrupted). A finished run is never redone; an
+  unfinished one is never restarted over: `resume=true` continues it (a sweep's job does so by
+  itself), anything else is refused with the way out;
+- a refused run leaves the folder as it found it: Hydra's own `.hydra/` bookkeeping is written by
+  us (conf/hydra/default.yaml sets `hydra.output_subdir: null`) once the run is admitted and its
+  settings and data have passed every check, and the log file opens at the first log line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from pasta_cli.errors import PastaError
+from pasta_cli.files import write_atomic
+from pasta_cli.training.checkpoint import CHECKPOINT
+
+log = logging.getLogger("pasta")
+RESULTS = "results.json"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "adapter", RESULTS)  # what makes a folder a run's
+HYDRA_FILES = ".hydra"
+
+
+@dataclass
+class Admission:
+    action: str          # start | resume | skip
+    message: str = ""    # why (skip, or a resume the user did not ask for)
+
+
+def admit(run_dir: Path, resume: bool, multirun: bool) -> Admission:
+    """What a run may do in `run_dir`, from what the folder holds; a PastaError if it may not start."""
+    if (run_dir / RESULTS).exists():
+        if multirun or resume:
+            return Admission("skip", f"{run_dir} already holds a finished run: skipping it")
+        raise PastaError(f"{run_dir} already holds a finished run ({RESULTS}): choose a new hydra.run.dir, "
+                         "or resume=true to keep it")
+    started = [name for name in RUN_FILES if (run_dir / name).exists()]
+    checkpoint = run_dir / CHECKPOINT
+    if not started:
+        if resume and not multirun:
+            raise PastaError(f"resume=true but {run_dir} holds no run to resume: set hydra.run.dir to the folder "
+                             "of the run to continue, or drop resume=true to start a new one")
+        return Admission("start")
+    if resume or multirun:
+        if checkpoint.is_file():
+            return Admission("resume", "" if resume else f"{run_dir} holds an interrupted job of this sweep: "
+                             "resuming it from its checkpoint")
+        return Admission("start", f"{run_dir} holds an unfinished run without a checkpoint "
+                         f"({', '.join(started)}): starting it again from step 0")
+    holds = f"a checkpoint ({CHECKPOINT})" if checkpoint.is_file() else f"no checkpoint yet ({', '.join(started)})"
+    raise PastaError(f"{run_dir} holds an unfinished run with {holds}: resume=true to continue it, "
+                     "or choose a new hydra.run.dir")
+
+
+class FolderLock:
+    """An exclusive flock on the run folder for as long as the job runs (rank 0 only)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.fd: int | None = None
+
+    def __enter__(self) -> FolderLock:
+        self.fd = os.open(self.run_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise PastaError(f"another pasta-train process is running in {self.run_dir}: wait for it to end, "
+                             "or choose a new hydra.run.dir") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+            self.fd = None
+
+
+def is_empty(run_dir: Path) -> bool:
+    return run_dir.is_dir() and not any(run_dir.iterdir())
+
+
+def discard(run_dir: Path) -> None:
+    """Remove the folder Hydra created for a run that was refused before it wrote anything."""
+    if is_empty(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def write_hydra_files(run_dir: Path, hydra_cfg, task_cfg, step: int | None) -> Path:
+    """Hydra's bookkeeping (config.yaml as composed, hydra.yaml, overrides.yaml), for an admitted run.
+
+    A resumed run keeps the first start's files and adds its own under `.hydra/resume_step<N>/`.
+    """
+    folder = run_dir / HYDRA_FILES
+    if step is not None and (folder / "overrides.yaml").exists():
+        folder = folder / f"resume_step{step}"
+    write_atomic(folder / "config.yaml", OmegaConf.to_yaml(task_cfg))
+    write_atomic(folder / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra_cfg}))
+    write_atomic(folder / "overrides.yaml", OmegaConf.to_yaml(hydra_cfg.overrides.task))
+    return folder
