@@ -20,6 +20,7 @@ from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import task_spec
 from pasta_cli.data import Collator, TaskData, encode, load_task
 from pasta_cli.methods import Method, apply_method, check_method
+from pasta_cli.modeling import check_gradients_reachable
 from pasta_cli.training import dist
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,6 +85,7 @@ def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = model.to(device)
+    check_gradients_reachable(model)  # before DDP registers them: one line now, not a hang at step 2
     module = model
     if dist.world_size() > 1:
         # DDP registers only requires_grad parameters: with PASTA a few KB are all-reduced
