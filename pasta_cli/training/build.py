@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import task_spec
@@ -96,10 +96,12 @@ def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn
 
 
 def setup_optimizer(cfg, params, total_steps: int):
-    """AdamW with a linear schedule and warm-up (the paper's HF setup), and fp16's loss scaler."""
+    """AdamW with warm-up, then the recipe's schedule (linear decay, or constant), and fp16's loss scaler."""
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup_ratio * total_steps), total_steps)
+    warmup = int(o.warmup_ratio * total_steps)
+    scheduler = (get_constant_schedule_with_warmup(optimizer, warmup) if o.schedule == "constant"  # BitFit's code
+                 else get_linear_schedule_with_warmup(optimizer, warmup, total_steps))
     scaler = torch.amp.GradScaler("cuda") if cfg.trainer.precision == "fp16" else None
     return optimizer, scheduler, scaler
 
