@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 from test_scale import ENV, TORCHRUN, TRAIN, free_port
