@@ -122,7 +122,10 @@ def build(cfg, task: TaskData | None = None) -> Run:
     task = task or load_task(task_spec(cfg))
     tokenizer, data, collate = setup_data(cfg, task)
     model, module = setup_model(cfg, task, tokenizer, device, device_type)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # a method that trains nothing (the benchmark's floor) still gets the optimiser and schedule of any
+    # method: AdamW refuses an empty list, so it holds one empty tensor kept outside the model, where DDP
+    # never waits for it (an empty *parameter* never requires grad: modeling.freeze_empty)
+    params = [p for p in model.parameters() if p.requires_grad] or [torch.zeros(0, device=device, requires_grad=True)]
     world = dist.world_size()
     lengths = [len(x) for x in data["train"]["input_ids"]]
     total_steps = count_steps(cfg, len(lengths), world)
