@@ -35,14 +35,13 @@ def _layer0_input_requires_grad(module, args, kwargs):
 def apply_floor(model: nn.Module, tokenizer=None, settings=None, pair: bool = True) -> nn.Module:
     """Freeze everything; make the backward reach encoder layer 0's input.
 
-    AdamW refuses an empty parameter list, so the floor holds one parameter with no element
-    (`floor_anchor`): the runner's optimiser, clipping and schedule then run as for any method,
-    with nothing to update. It counts 0 in `parameter_counts`.
+    Nothing trains: the runner gives a method with nothing to train an optimiser over one empty tensor
+    outside the model (pasta_cli.training.build), so its optimiser, clipping and schedule run as for any
+    method, with nothing to update. It counts 0 in `parameter_counts`.
     """
     freeze(model, lambda name: False)
     encoder_layers(model)[0].register_forward_pre_hook(_layer0_input_requires_grad, with_kwargs=True)
     accept_special_tokens_mask(model)
-    model.floor_anchor = nn.Parameter(torch.zeros(0))
     return model
 
 

@@ -25,9 +25,14 @@ from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method
 
+RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all
+# what recipe=pasta takes from PASTA's recipe; the lr and the method's own settings stay the method's
+# (a learning rate does not carry over: Table 6's 4.5e-3 would wreck full fine-tuning)
+SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedule", "max_length")
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("linear", "constant")
 STAMP_ENV = "PASTA_RUN_STAMP"
 
 
@@ -46,6 +51,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     max_grad_norm: float | None = 1.0
+    schedule: str = "linear"          # linear | constant (BitFit's code keeps the rate constant), after the warm-up
 
 
 @dataclass
@@ -80,16 +86,12 @@ class TrainConfig:
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
     scale: Any = None                 # pasta-reproduce's budgets (conf/scale/*.yaml), when a scale is chosen
+    recipe: str = "own"               # own | pasta: whose training recipe (paper.yaml `recipes`) the method uses
     seed: int = 42
     resume: bool = False
 
 
 ConfigStore.instance().store(name="pasta_train_schema", node=TrainConfig)
-
-
-def _first(*values):
-    """${first:a,b}: the first value that is set (a method's own lr, else the task's)."""
-    return next((v for v in values if v is not None), None)
 
 
 def run_stamp() -> str:
@@ -102,7 +104,36 @@ def run_stamp() -> str:
     return stamp
 
 
-for _name, _fn in (("first", _first), ("run_stamp", run_stamp), ("paper", paper.value)):
+_NO_DEFAULT = object()
+
+
+def recipe_name(cfg) -> str:
+    """The paper.yaml recipe whose budget the run trains on: the method's own, or PASTA's (recipe=pasta)."""
+    if cfg.recipe not in RECIPES:
+        raise PastaError(f"unknown recipe '{cfg.recipe}': choose one of {', '.join(RECIPES)}")
+    own = cfg.method.name if cfg.method.name in paper.value("recipes") else "pasta"
+    return "pasta" if cfg.recipe == "pasta" else own
+
+
+def recipe_value(key: str, default=_NO_DEFAULT, *, _root_):
+    """${recipe:key[,default]}: the run's recipe value for `key` (its method, task and backbone), else the
+    default (the task config's budget); under recipe=pasta, SHARED_BUDGET keys come from PASTA's recipe."""
+    name = recipe_name(_root_) if key in SHARED_BUDGET else _root_.method.name
+    found = paper.recipe(name, _root_.task.name, _root_.model.tag).get(key, default)
+    if found is _NO_DEFAULT:
+        raise PastaError(f"paper.yaml's recipe for {name} has no '{key}' (and the config gives no default)")
+    return found
+
+
+def per_device(processes: int, *, _root_) -> int:
+    """${per_device:N}: the recipe's batch (the effective one) split over N processes, pasta-reproduce's
+    trainer.batch_size under torchrun; a batch that does not split stays whole on every process."""
+    batch = recipe_value("batch_size", _root_.task.batch_size, _root_=_root_)
+    return batch // int(processes) if batch % int(processes) == 0 else batch
+
+
+for _name, _fn in (("run_stamp", run_stamp), ("paper", paper.value), ("recipe", recipe_value),
+                   ("per_device", per_device)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -122,6 +153,7 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 
 def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     """Refuse settings that cannot work, before any data or model is loaded."""
+    recipe_name(cfg)  # first: the budget's values resolve through it
     check_method(cfg.method)
     t = cfg.trainer
     if t.precision not in PRECISIONS:
@@ -140,5 +172,7 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
             raise PastaError(f"trainer.{key} must be a positive integer, got {t[key]}")
     if t.max_steps is not None and t.max_steps < 1:
         raise PastaError(f"trainer.max_steps must be a positive integer or null, got {t.max_steps}")
+    if cfg.optim.schedule not in SCHEDULES:
+        raise PastaError(f"unknown optim.schedule '{cfg.optim.schedule}': choose one of {', '.join(SCHEDULES)}")
     if cfg.optim.lr <= 0:
         raise PastaError(f"optim.lr must be a positive number, got {cfg.optim.lr}")

@@ -18,7 +18,7 @@ from torch import nn
 
 from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import head_parameters, load_trainable, trainable_tensors
+from pasta_cli.modeling import freeze_empty, head_parameters, load_trainable, trainable_tensors
 from pasta_cli.pasta import VARIANTS, add_pasta, count_slots
 
 
@@ -129,4 +129,6 @@ def check_method(settings) -> Method:
 
 def apply_method(model, tokenizer, settings, pair: bool) -> nn.Module:
     """Freeze/extend `model` as the method's settings (conf/method/*.yaml) say; returns the module to train."""
-    return check_method(settings).apply(model, tokenizer, dict(settings), pair)
+    model = check_method(settings).apply(model, tokenizer, dict(settings), pair)
+    freeze_empty(model)  # whatever a method made, an empty tensor never trains
+    return model

@@ -64,6 +64,24 @@ def freeze_backbone(model: nn.Module) -> None:
     freeze(model, lambda name: is_head(model, name))
 
 
+def freeze_empty(model: nn.Module) -> None:
+    """An empty parameter (0 elements) never requires grad: it never gets a gradient, so DDP, which
+    waits for one from every parameter that requires grad, would hang at the next step."""
+    for p in model.parameters():
+        if p.numel() == 0:
+            p.requires_grad_(False)
+
+
+def check_gradients_reachable(model: nn.Module) -> None:
+    """Refuse, before DDP wraps the model, any parameter DDP would wait for in vain: one that requires
+    grad but has no elements (its gradient never comes; the second step fails or hangs)."""
+    empty = [n for n, p in model.named_parameters() if p.requires_grad and p.numel() == 0]
+    if empty:
+        raise PastaError(f"parameters {', '.join(empty)} require grad but are empty, so they can never "
+                         "receive a gradient (DDP would wait for it): set requires_grad=False on them "
+                         "(pasta_cli.modeling.freeze_empty)")
+
+
 def trainable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every trainable tensor under its parameter name (a baseline's adapter, a checkpoint, the best model)."""
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

@@ -68,7 +68,9 @@ class PastaInjector(nn.Module):
         mapping = slot_to_vector_map(variant, num_slots)
         num_vectors = max(mapping) + 1
         self.variant, self.num_layers, self.num_slots = variant, num_layers, num_slots
-        self.vectors = nn.Parameter(torch.zeros(num_layers, num_vectors, hidden_size))
+        # classifier_only has no vectors: an empty tensor must not require grad, or DDP waits for its
+        # gradient forever ("Expected to have finished reduction in the prior iteration")
+        self.vectors = nn.Parameter(torch.zeros(num_layers, num_vectors, hidden_size), requires_grad=num_vectors > 0)
         if init_std > 0:
             nn.init.normal_(self.vectors, std=init_std)
         self.register_buffer("slot_to_vector", torch.tensor(mapping, dtype=torch.long), persistent=False)

@@ -325,3 +325,24 @@ def test_counts_cover_pasta_too():
     assert c["method"] == LAYERS * 3 * H  # one vector per slot ([CLS], [SEP], [SEP]) per layer
     assert c["head"] == H * 2 + 2
     assert c["backbone"] == sum(p.numel() for p in model.bert.parameters())
+
+
+def test_an_empty_parameter_that_requires_grad_is_refused_before_ddp():
+    """DDP waits for a gradient from every parameter that requires grad; an empty one never sends it."""
+    from tiny_models import tiny
+
+    from pasta_cli.errors import PastaError
+    from pasta_cli.methods import apply_method
+    from pasta_cli.modeling import check_gradients_reachable
+
+    model, tok = tiny("bert")
+    model.extra = nn.Parameter(torch.zeros(3, 0, 32))  # requires grad, as nn.Parameter does by default
+    with pytest.raises(PastaError, match=r"^parameters extra require grad but are empty"):
+        check_gradients_reachable(model)
+    model.extra.requires_grad_(False)
+    check_gradients_reachable(model)  # frozen, it is fine
+    # every method goes through apply_method, which freezes what is empty whatever the method made
+    model, tok = tiny("bert")
+    made = apply_method(model, tok, {"name": "pasta", "variant": "classifier_only"}, pair=True)
+    check_gradients_reachable(made)
+    assert all(p.numel() > 0 for p in made.parameters() if p.requires_grad)

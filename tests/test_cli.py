@@ -43,7 +43,7 @@ def test_overrides_of_the_documented_keys():
 
 
 def test_baselines_keep_their_own_learning_rate():
-    assert compose(["task=rte", "method=full_ft"]).optim.lr == 2e-5
+    assert compose(["task=rte", "method=full_ft"]).optim.lr == 2e-5  # Devlin et al.'s, paper.yaml recipes.full_ft
     assert compose(["task=rte", "method=classifier_only"]).optim.lr == 4.5e-3
     assert compose(["task=rte", "method=classifier_only"]).method.variant == "classifier_only"
 
@@ -64,6 +64,7 @@ def cli(*args, cwd, env=None):
     (["method.variant=bogus"], "unknown method.variant 'bogus': choose one of full, cls_only, sep_only, shared, classifier_only"),
     (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'"),
+    (["recipe=mine"], "unknown recipe 'mine': choose one of own, pasta"),
     (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
     (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
     (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),

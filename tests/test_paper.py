@@ -137,7 +137,9 @@ def test_a_task_outside_the_table_has_no_metric_and_rows_are_overrides():
     cfg = compose(["experiment=table4", "task=rte", "method.variant=shared"])
     assert cfg.method.variant == "shared" and cfg.optim.lr == 4.5e-3
     cfg = compose(["experiment=table2", "task=mrpc", "method=bitfit"])
-    assert cfg.method.name == "bitfit" and cfg.optim.lr == 1e-3 and cfg.trainer.epochs == 150  # the method's own lr
+    assert cfg.method.name == "bitfit" and cfg.optim.lr == 1e-3 and cfg.trainer.epochs == 16  # BitFit's own recipe
+    cfg = compose(["experiment=table2", "task=mrpc", "method=bitfit", "recipe=pasta"])
+    assert cfg.optim.lr == 1e-3 and cfg.trainer.epochs == 150  # PASTA's budget, the method's own lr
 
 
 @pytest.mark.parametrize("scale", config_names("scale"))
@@ -178,7 +180,8 @@ def test_paper_grid_is_appendix_b():
 # ------------------------------------------------------------------------------------------------ aggregation
 def write_result(path: Path, **kw) -> dict:
     r = {"task": "rte", "model": "minilm", "method": "pasta", "variant": "full", "main_metric": "accuracy",
-         "best_score": 0.5, "best_epoch": 1, "trainable_method_pct": 0.0304, "seed": 42, "lr": 4.5e-3,
+         "best_score": 0.5, "best_epoch": 1, "trainable_method_pct": 0.0304, "trainable_pct": 0.05, "seed": 42,
+         "lr": 4.5e-3, "recipe": "pasta",
          "epochs": 3, "effective_batch_size": 32, "wall_time_s": 10.0, **kw}
     r.setdefault("best_scores", {"validation": {r["main_metric"]: r["best_score"]}})
     path.mkdir(parents=True, exist_ok=True)
@@ -264,8 +267,8 @@ def test_table_cells_mean_std_diff_missing_and_failed(tmp_path, capsys):
     assert failed.status == "failed" and failed.log.endswith("pasta-classifier_only-s2/train.log")
     assert cells[("full", "conll2003")].status == "pending"
     md = res.table_md.read_text()
-    assert ("| PASTA | 0.0203%-0.0304% | – | 22.0 ± 1.0 (65.4, -43.4) | 72.3 ± 2.5 (76.2, -3.9) | missing (no data) |"
-            in md)
+    assert ("| PASTA | pasta (PASTA Table 6) | 0.0203%-0.0304% | 0.0500% | – | 22.0 ± 1.0 (65.4, -43.4) "
+            "| 72.3 ± 2.5 (76.2, -3.9) | missing (no data) |" in md)
     assert "failed (log: " in md and (out / "table4" / "table.md").read_text() == md
     csv_lines = res.table_csv.read_text().splitlines()
     assert len(csv_lines) == 1 + 2 * 5
@@ -298,7 +301,8 @@ def test_absent_data_is_missing_and_nothing_runs(tmp_path):
     assert {c.status for c in res.cells.values()} == {"missing"}
     assert not res.failed and not list((tmp_path / "out").rglob("results.json"))
     header = res.table_md.read_text().split("\n|---")[0].splitlines()[-1]
-    assert header == "| row | % params (ours) | % params (paper) | CoLA | RTE | MRPC | STS-B | CoNLL2003 |"
+    assert header == ("| row | recipe | % params (ours) | % trained (ours) | % params (paper) | CoLA | RTE | MRPC "
+                      "| STS-B | CoNLL2003 |")
 
 
 def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
@@ -309,18 +313,24 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
     assert cmd[cmd.index("pasta_cli.train") + 1:cmd.index("pasta_cli.train") + 5] == [
         "-m", "experiment=table2", "task=rte", "scale=paper"]
     assert "method=pasta,full_ft,bitfit,lora,prefix" in cmd and "seed=42,43" in cmd
-    assert "trainer.batch_size=8" in cmd and "task.data_dir=/data/glue/RTE" in cmd  # Table 6's 32 over 4 GPUs
+    # each row's recipe batch (the effective one) over 4 GPUs: Table 6's 32 for PASTA, 8 for BitFit
+    assert "trainer.batch_size=${per_device:4}" in cmd and "task.data_dir=/data/glue/RTE" in cmd
+    assert "recipe=own" in cmd
     assert "logger=wandb" in cmd and "logger.group=table2-paper" in cmd
     assert cmd[-2:] == ["hydra.sweep.dir=outputs/table2/paper/rte",
                         "hydra.sweep.subdir=${method.name}-${oc.select:method.variant,na}-s${seed}"]
     overrides = [w for w in cmd[cmd.index("pasta_cli.train") + 2:] if not w.startswith("hydra.")]
-    cfg = compose([w.split(",")[0] if w.startswith(("method=", "seed=")) else w for w in overrides])
+    single = [w.split(",")[0] if w.startswith(("method=", "seed=")) else w for w in overrides]
+    cfg = compose(single)
     assert cfg.logger.group == "table2-paper" and cfg.task.data_dir == "/data/glue/RTE"
-    assert cfg.model.tag == "bert-large"
+    assert cfg.model.tag == "bert-large" and cfg.trainer.batch_size == 8
+    assert compose([*single, "method=bitfit"]).trainer.batch_size == 2
     hub = plan("table2", ["pasta"], scale="paper", nproc=1).command("rte")
     assert not any(w.startswith(("task.data_dir", "trainer.batch_size")) for w in hub)
     assert hub[1:3] == ["-m", "pasta_cli.train"]
-    assert "trainer.batch_size=5" not in plan("table2", ["pasta"], scale="paper", nproc=3).command("rte")  # 32 % 3
+    three = plan("table2", ["pasta"], scale="paper", nproc=3).command("rte")
+    assert compose([w for w in three[three.index("pasta_cli.train") + 2:] if not w.startswith("hydra.")]
+                   ).trainer.batch_size == 32  # 32 % 3: the batch stays whole on every process
     assert "method.variant=full" in plan("table4", ["full"]).command("rte", seeds=[7])
     args = parser().parse_intermixed_args(["table2", "--scale", "paper", "--methods", "lora", "trainer.precision=bf16"])
     p = plan_from_args(args)
@@ -376,11 +386,13 @@ def test_smoke_table4_on_the_shared_data(tmp_path, data_root):
     first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env, check=False)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     lines = (tmp_path / "outputs" / "table4" / "smoke" / "table.md").read_text().splitlines()
-    start = lines.index("| row | % params (ours) | % params (paper) | CoLA | RTE | MRPC | STS-B | CoNLL2003 |")
+    start = lines.index("| row | recipe | % params (ours) | % trained (ours) | % params (paper) | CoLA | RTE | MRPC "
+                        "| STS-B | CoNLL2003 |")
     body = [line.split(" | ") for line in lines[start + 2:start + 2 + len(variants)]]
     assert [r[0].lstrip("| ") for r in body] == [row_label(v) for v in variants]
     for r in body:
-        cola, rte, mrpc, stsb, conll = r[3:8]
+        assert r[1] == "pasta (PASTA Table 6)", r  # every variant trains on PASTA's recipe
+        cola, rte, mrpc, stsb, conll = r[5:10]
         assert {mrpc, stsb} <= {"not run", "missing (no data)"}, r
         assert all(re.match(r"^-?\d+\.\d \(\d+\.\d, [+-]\d+\.\d\)", c) for c in (cola, rte, conll.rstrip(" |"))), r
     results = sorted((tmp_path / "outputs" / "table4" / "smoke").rglob("results.json"))

@@ -143,6 +143,9 @@ def test_classifier_only_trains_the_head_alone():
     add_pasta(model, tok, "classifier_only", pair=True)
     counts = parameter_counts(model)
     assert counts["method"] == 0 and counts["trainable"] == 32 * 2 + 2
+    # its (L, 0, H) vectors never require grad: DDP would wait for their gradient at step 2
+    assert model.pasta.vectors.shape == (3, 0, 32) and not model.pasta.vectors.requires_grad
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["classifier.weight", "classifier.bias"]
     enc = batch(tok)
     with torch.no_grad():
         assert torch.equal(model(**model_inputs(enc)).logits, plain(**model_inputs(enc, False)).logits)

@@ -32,10 +32,11 @@ def test_builtin_run_writes_every_file(tmp_path):
         assert (d / name).is_file(), name
     saved = json.loads((d / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    for key in ("task", "model", "method", "variant", "main_metric", "best_scores", "best_epoch", "trainable",
+    for key in ("task", "model", "method", "variant", "recipe", "main_metric", "best_scores", "best_epoch", "trainable",
                 "trainable_pct", "trainable_method", "trainable_method_pct", "seed", "wall_time_s"):
         assert key in saved, key
     assert saved["trainable_method"] == 6 * 3 * 384  # MiniLM: 6 layers x 3 pair slots x hidden 384
+    assert saved["recipe"] == "pasta" and "recipe: own" in (d / "config.yaml").read_text()
     assert saved["best_score"] == saved["best_scores"]["validation"]["accuracy"]
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert len(lines) >= 1 and "validation/accuracy" in json.loads(lines[-1])

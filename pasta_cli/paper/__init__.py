@@ -1,7 +1,9 @@
 """The paper's tables: its numbers in one data file, paper.yaml, and `pasta-reproduce`, which reruns them.
 
-paper.yaml holds Table 6 (the budgets), the reported Tables 2-5, the row labels and each task's data
-folder. Task configs read Table 6 through the `${paper:table6.<task>.<key>}` resolver and the recipes
+paper.yaml holds Table 6 (the budgets), the reported Tables 2-5, the row labels, each task's data
+folder and every method's own training recipe (`recipe()`, which conf/optim, conf/trainer and conf/method
+read through `${recipe:<key>}`, pasta_cli/config.py). Task configs read Table 6 through the
+`${paper:table6.<task>.<key>}` resolver and the table configs
 conf/experiment/table<N>.yaml read their metric through `${paper:tables.<table>.columns.<task>.metric}`;
 the modules below read the same file, so nothing of it is written twice:
 
@@ -34,3 +36,26 @@ def value(key: str):
     if found is KeyError:
         raise KeyError(f"paper.yaml has no entry '{key}'")
     return OmegaConf.to_container(found) if isinstance(found, DictConfig) else found
+
+
+def recipe(method: str, task: str | None = None, model: str | None = None) -> dict:
+    """A method's recipe (paper.yaml `recipes`) for one task and backbone, as one flat dict: the common
+    values, then the task's, the model's, the model's for the task (the most specific wins). A method
+    without an entry (a research variant, the benchmark's floor) trains on PASTA's."""
+    entries = value("recipes")
+    entry = entries.get(method) or entries["pasta"]
+    for_model = (entry.get("models") or {}).get(model) or {}
+    # the sources are GLUE recipes: their common epochs and batch size are sized for GLUE's data; another
+    # task (the built-in one, your own, CoNLL-2003) keeps its config's, with the recipe's lr and optimiser
+    common_only = () if is_glue(task) else ("epochs", "batch_size")
+    out: dict = {}
+    for layer, specific in ((entry, False), ((entry.get("tasks") or {}).get(task), True), (for_model, False),
+                            ((for_model.get("tasks") or {}).get(task), True)):
+        out.update({k: v for k, v in (layer or {}).items()
+                    if k not in ("tasks", "models") and (specific or k not in common_only)})
+    return out
+
+
+def is_glue(task: str | None) -> bool:
+    """A GLUE task: its data lies under glue/ in paper.yaml's `tasks`."""
+    return str((value("tasks").get(task) or {}).get("data", "")).startswith("glue/")

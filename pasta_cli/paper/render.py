@@ -9,13 +9,14 @@ import statistics
 from pathlib import Path
 
 from pasta_cli.files import write_atomic
+from pasta_cli.paper import recipe, value
 from pasta_cli.paper.results import Cell
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import row_label, task_label
 
-CSV_HEADER = ["table", "scale", "row", "row_label", "column", "task", "split", "metric", "status", "mean", "std",
-              "n_seeds", "seeds", "paper", "diff", "trainable_method_pct", "best_epoch", "wall_time_s", "log",
-              "run_dirs", "command"]
+CSV_HEADER = ["table", "scale", "row", "row_label", "recipe", "column", "task", "split", "metric", "status", "mean",
+              "std", "n_seeds", "seeds", "paper", "diff", "trainable_method_pct", "trainable_pct", "best_epoch",
+              "wall_time_s", "log", "run_dirs", "command"]
 
 
 def fmt(value: float | None, sign: bool = False) -> str:
@@ -73,13 +74,27 @@ def cell_text(cell: Cell) -> str:
     return ours if cell.paper is None else f"{ours} ({fmt(cell.paper)}, {fmt(cell.diff, sign=True)})"
 
 
-def params_text(cells: list[Cell]) -> str:
-    """The method's trainable % (without the head) over the cells' runs: one value, or min-max."""
-    pcts = [r["trainable_method_pct"] for c in cells for r in c.runs if r.get("trainable_method_pct") is not None]
+def params_text(cells: list[Cell], key: str = "trainable_method_pct") -> str:
+    """A trainable % over the cells' runs, one value or min-max: the method's without the head (the paper's
+    convention, `trainable_method_pct`) or everything trained (`trainable_pct`)."""
+    pcts = [r[key] for c in cells for r in c.runs if r.get(key) is not None]
     if not pcts:
         return "–"
     lo, hi = min(pcts), max(pcts)
     return f"{lo:.4f}%" if abs(hi - lo) < 5e-5 else f"{lo:.4f}%-{hi:.4f}%"
+
+
+def planned_recipe(plan: Plan, row: str) -> str:
+    """The paper.yaml recipe a row trains on: its method's own (Table 4's variants: PASTA's), or PASTA's for all."""
+    method = "pasta" if plan.table.rows_kind == "variant" else row
+    return "pasta" if plan.recipe == "pasta" or method not in value("recipes") else method
+
+
+def recipe_text(plan: Plan, row: str, cells: list[Cell]) -> str:
+    """Whose recipe the row's runs trained on (results.json `recipe`, for their backbone), with its citation."""
+    used = sorted({(r["recipe"], r.get("model")) for c in cells for r in c.runs if r.get("recipe")})
+    used = used or [(planned_recipe(plan, row), None)]
+    return "; ".join(f"{name} ({recipe(name, None, model)['cite']})" for name, model in used)
 
 
 def row_avg(plan: Plan, cells: dict[tuple, Cell], row: str) -> float | None:
@@ -106,13 +121,15 @@ def _avg_text(plan: Plan, cells: dict[tuple, Cell], row: str) -> str:
 def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str]) -> str:
     """The table as the paper prints it, ours beside the paper's numbers, then how it was made."""
     table = plan.table
-    header = ["row", "% params (ours)", "% params (paper)", *(c.label for c in table.columns)]
+    header = ["row", "recipe", "% params (ours)", "% trained (ours)", "% params (paper)",
+              *(c.label for c in table.columns)]
     header += ["avg"] if table.has_avg else []
     body = []
     for row in plan.rows:
         row_cells = [cells[(row, c.key)] for c in table.columns]
         reported = table.reported.get(row)
-        line = [row_label(row), params_text(row_cells), (reported.params if reported else None) or "–",
+        line = [row_label(row), recipe_text(plan, row, row_cells), params_text(row_cells),
+                params_text(row_cells, "trainable_pct"), (reported.params if reported else None) or "–",
                 *map(cell_text, row_cells)]
         body.append(line + ([_avg_text(plan, cells, row)] if table.has_avg else []))
     md = [f"# {table.title}: our reproduction at scale {plan.scale}\n\n",
@@ -120,7 +137,10 @@ def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str]) -
           f"(the paper's number, ours minus the paper's). The paper's numbers are on {table.evaluated_on}; "
           "ours are the best dev-set score of each run (model selection on the dev set). "
           "`% params (ours)` is the method's trainable parameters without the task head, as the paper counts them"
-          + (f" ({table.params_note})" if table.params_note else "") + ".\n\n",
+          + (f" ({table.params_note})" if table.params_note else "") + "; `% trained (ours)` is everything that "
+          "trained, the head included (RoBERTa-large's head, 1,051,650, outweighs LoRA's 786,432). `recipe`: whose "
+          "training recipe the row used (pasta_cli/paper/paper.yaml `recipes`, docs/BASELINES.md)"
+          + (": every row on PASTA's budget (--recipe pasta)" if plan.recipe == "pasta" else "") + ".\n\n",
           markdown_table(header, body), "\n## Run\n"]
     md += [f"- {k}: {v}\n" for k, v in meta.items()]
     md.append("\n## Commands (one multirun per task column; the CSV has each cell's own command)\n")
@@ -138,12 +158,14 @@ def table_csv(plan: Plan, cells: dict[tuple, Cell]) -> str:
     for row in plan.rows:
         for col in plan.table.columns:
             c = cells[(row, col.key)]
-            lines.append([plan.table.name, plan.scale, row, row_label(row), col.label, col.task, col.split,
+            lines.append([plan.table.name, plan.scale, row, row_label(row), recipe_text(plan, row, [c]),
+                          col.label, col.task, col.split,
                           col.metric, c.status, None if c.mean is None else round(c.mean, 2),
                           None if c.std is None else round(c.std, 2), len(c.runs),
                           ",".join(str(r.get("seed")) for r in c.runs), c.paper,
                           None if c.diff is None else round(c.diff, 2),
                           params_text([c]).rstrip("%").replace("–", ""),
+                          params_text([c], "trainable_pct").rstrip("%").replace("–", ""),
                           ",".join(str(r.get("best_epoch")) for r in c.runs),
                           round(sum(r.get("wall_time_s") or 0 for r in c.runs), 1), c.log or "",
                           ";".join(r["_dir"] for r in c.runs), c.command])

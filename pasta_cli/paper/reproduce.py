@@ -24,7 +24,7 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from pasta_cli.config import compose
+from pasta_cli.config import RECIPES, compose
 from pasta_cli.paper.render import table_csv, table_markdown, write_table
 from pasta_cli.paper.results import Cell, collect_cells
 from pasta_cli.paper.schedule import Plan, config_names, data_path, gpu_count, machine, run_column, shell
@@ -80,6 +80,8 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
         "written": datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
         "processes per run": str(plan.nproc),
+        "recipe": "each row its method's own (--recipe own)" if plan.recipe == "own"
+                  else "PASTA's budget for every row (--recipe pasta)",
         "this invocation's wall time": f"{elapsed / 60:.1f} min",
         "training wall time of the cells shown (sum of results.json wall_time_s)":
             f"{sum(r.get('wall_time_s') or 0 for c in ok for r in c.runs) / 60:.1f} min",
@@ -115,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="", help="only these task columns (default all); the others are reported")
     p.add_argument("--logger", default="", choices=["", *config_names("logger")],
                    help="wandb: every cell logs to W&B, grouped as <table>-<scale>")
+    p.add_argument("--recipe", default="own", choices=RECIPES,
+                   help="own (default): each row its method's own paper's recipe; pasta: every row on PASTA's "
+                        "budget (Table 6), into <scale>-recipe-pasta/")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes per run (torchrun when > 1); default: the visible GPUs at scale paper, else 1")
     p.add_argument("--output-root", default="outputs", type=Path)
@@ -162,9 +167,11 @@ def plan_from_args(a: argparse.Namespace) -> Plan:
     if a.nproc is not None and a.nproc < 1:
         raise BadArgument(f"--nproc {a.nproc}: give 1 or more processes per run")
     nproc = a.nproc or (max(1, gpu_count()) if a.scale == "paper" else 1)
+    if any(o.startswith("recipe=") for o in a.overrides):
+        raise BadArgument("give the recipe as --recipe own|pasta, not as an override: it also picks the run folders")
     return Plan(table(a.table), tuple(_rows(a.table, _items(a.variants), _items(a.methods))), tuple(seeds),
                 a.scale, a.data_dir or None, a.output_root, tuple(_items(a.tasks) or tasks), nproc,
-                None if a.logger in ("", "none") else a.logger, tuple(a.overrides))
+                None if a.logger in ("", "none") else a.logger, tuple(a.overrides), a.recipe)
 
 
 def check_composes(plan: Plan) -> None:

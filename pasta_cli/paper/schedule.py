@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from pasta_cli.paper import value
 from pasta_cli.paper.tables import Table, data_folder
 
 # One run's folder inside its column's sweep; `run_subdir` resolves the same string for a (row, seed).
@@ -98,10 +97,13 @@ class Plan:
     nproc: int = 1
     logger: str | None = None
     extra: tuple[str, ...] = ()        # Hydra overrides for every cell
+    recipe: str = "own"                # own: each row its method's recipe; pasta: every row on PASTA's budget
 
     @property
     def folder(self) -> Path:
-        return Path(self.output_root) / self.table.name / self.scale
+        """<table>/<scale>; the shared-budget ablation apart (<scale>-recipe-pasta): neither skips the other's runs."""
+        scale = self.scale if self.recipe == "own" else f"{self.scale}-recipe-{self.recipe}"
+        return Path(self.output_root) / self.table.name / scale
 
     def sweep_dir(self, task: str) -> Path:
         return self.folder / task
@@ -128,9 +130,9 @@ class Plan:
         if path:
             cmd.append(f"task.data_dir={path}")
         cmd += [f"{self.table.row_key}={','.join(rows)}", f"seed={','.join(map(str, seeds))}"]
-        batch = value(f"table6.{task}.batch_size")
-        if self.nproc > 1 and self.scale != "smoke" and batch % self.nproc == 0:
-            cmd.append(f"trainer.batch_size={batch // self.nproc}")  # Table 6's batch is the effective one
+        cmd.append(f"recipe={self.recipe}")
+        if self.nproc > 1 and self.scale != "smoke":  # each row's recipe batch is the effective one: split it
+            cmd.append(f"trainer.batch_size=${{per_device:{self.nproc}}}")
         if self.logger:
             cmd.append(f"logger={self.logger}")
             if self.logger == "wandb":

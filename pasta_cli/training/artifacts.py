@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pasta_cli.adapter import save_adapter
+from pasta_cli.config import recipe_name
 from pasta_cli.eval import predictions, submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_json, write_tsv
 from pasta_cli.modeling import parameter_counts
@@ -71,6 +72,7 @@ def results(run, state) -> dict:
     return {
         "task": run.task.name, "model": cfg.model.tag, "backbone": cfg.model.name_or_path,
         "method": cfg.method.name, "variant": cfg.method.get("variant"),
+        "recipe": recipe_name(cfg),  # whose recipe (paper.yaml `recipes`) set the budget: the method's, or pasta
         "main_metric": run.main_metric, "best_score": state.best,
         "best_scores": state.best_scores, "best_epoch": state.best_epoch, "best_step": state.best_step,
         "epochs_run": state.epoch, "steps": state.step,

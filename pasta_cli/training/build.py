@@ -14,12 +14,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import task_spec
 from pasta_cli.data import Collator, TaskData, encode, load_task
 from pasta_cli.methods import Method, apply_method, check_method
+from pasta_cli.modeling import check_gradients_reachable
 from pasta_cli.training import dist
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,6 +85,7 @@ def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = model.to(device)
+    check_gradients_reachable(model)  # before DDP registers them: one line now, not a hang at step 2
     module = model
     if dist.world_size() > 1:
         # DDP registers only requires_grad parameters: with PASTA a few KB are all-reduced
@@ -94,10 +96,12 @@ def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn
 
 
 def setup_optimizer(cfg, params, total_steps: int):
-    """AdamW with a linear schedule and warm-up (the paper's HF setup), and fp16's loss scaler."""
+    """AdamW with warm-up, then the recipe's schedule (linear decay, or constant), and fp16's loss scaler."""
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(o.warmup_ratio * total_steps), total_steps)
+    warmup = int(o.warmup_ratio * total_steps)
+    scheduler = (get_constant_schedule_with_warmup(optimizer, warmup) if o.schedule == "constant"  # BitFit's code
+                 else get_linear_schedule_with_warmup(optimizer, warmup, total_steps))
     scaler = torch.amp.GradScaler("cuda") if cfg.trainer.precision == "fp16" else None
     return optimizer, scheduler, scaler
 
@@ -118,7 +122,10 @@ def build(cfg, task: TaskData | None = None) -> Run:
     task = task or load_task(task_spec(cfg))
     tokenizer, data, collate = setup_data(cfg, task)
     model, module = setup_model(cfg, task, tokenizer, device, device_type)
-    params = [p for p in model.parameters() if p.requires_grad]
+    # a method that trains nothing (the benchmark's floor) still gets the optimiser and schedule of any
+    # method: AdamW refuses an empty list, so it holds one empty tensor kept outside the model, where DDP
+    # never waits for it (an empty *parameter* never requires grad: modeling.freeze_empty)
+    params = [p for p in model.parameters() if p.requires_grad] or [torch.zeros(0, device=device, requires_grad=True)]
     world = dist.world_size()
     lengths = [len(x) for x in data["train"]["input_ids"]]
     total_steps = count_steps(cfg, len(lengths), world)

@@ -1,0 +1,130 @@
+"""Each method's own recipe (paper.yaml `recipes`): the composed config carries its values, every entry names
+its source, recipe=pasta gives PASTA's budget back, and the numbers are the sources' (hand-copied here)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import pytest
+import yaml
+
+from pasta_cli.config import compose
+from pasta_cli.errors import PastaError
+
+RAW = yaml.safe_load((files("pasta_cli.paper") / "paper.yaml").read_text())  # read apart from pasta_cli.paper
+GLUE = ["rte", "cola", "stsb", "mrpc", "sst2", "qnli", "mnli", "qqp"]
+MODELS = ["bert-large", "bert-base", "roberta-large"]
+BUDGET = {"lr": "optim.lr", "weight_decay": "optim.weight_decay", "warmup_ratio": "optim.warmup_ratio",
+          "schedule": "optim.schedule", "epochs": "trainer.epochs", "batch_size": "trainer.batch_size",
+          "max_length": "trainer.max_length"}
+
+
+def expected(method: str, task: str, model: str) -> dict:
+    """The most specific value of each key, spelled out on the raw YAML: model+task > model > task > common."""
+    entry = RAW["recipes"][method]
+    for_model = entry.get("models", {}).get(model, {})
+    out = {}
+    for layer in (entry, entry.get("tasks", {}).get(task, {}), for_model, for_model.get("tasks", {}).get(task, {})):
+        out.update({k: v for k, v in layer.items() if k not in ("tasks", "models")})
+    if method == "pasta":  # PASTA's lr, batch and epochs are Table 6's, through the task config
+        out.update({k: RAW["table6"][task][k] for k in ("lr", "batch_size", "epochs")})
+    return out
+
+
+def get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_every_recipe_entry_names_its_source():
+    for name, entry in RAW["recipes"].items():
+        for where, e in [(name, entry), *((f"{name}.models.{m}", v) for m, v in entry.get("models", {}).items())]:
+            assert e.get("source") and e.get("cite"), where
+            assert len(e["source"]) > 40, where  # a paper and where in it, or a script path
+    assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix"}
+
+
+@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta"])
+def test_the_composed_config_carries_the_recipe(method):
+    for model in MODELS:
+        for task in GLUE:
+            cfg = compose([f"method={method}", f"task={task}", f"model={model}"])
+            want = expected(method, task, model)
+            for key, path in BUDGET.items():
+                assert get(cfg, path) == want[key], (method, task, model, key)
+            for key in ("r", "alpha", "dropout", "length"):  # the method's own settings
+                if key in want and key in cfg.method:
+                    assert cfg.method[key] == want[key], (method, key)
+            assert cfg.recipe == "own"
+
+
+def test_the_sources_numbers():
+    """Copied by hand from the sources (paper.yaml cites them), so a wrong lookup or a typo in the data fails."""
+    def values(*overrides):
+        c = compose(list(overrides))
+        return (c.optim.lr, c.trainer.batch_size, c.trainer.epochs, c.optim.weight_decay, c.optim.warmup_ratio,
+                c.optim.schedule, c.trainer.max_length)
+    # microsoft/LoRA examples/NLU/roberta_large_rte.sh: 8 GPUs x batch 8, lr 4e-4, 20 epochs, wd 0.1, 512 tokens
+    assert values("method=lora", "task=rte", "model=roberta-large") == (4e-4, 64, 20, 0.1, 0.06, "linear", 512)
+    assert values("method=lora", "task=qnli", "model=roberta-large") == (2e-4, 32, 10, 0.1, 0.06, "linear", 512)
+    c = compose(["method=lora", "task=cola"])
+    assert (c.method.r, c.method.alpha, c.method.dropout) == (8, 16, 0.0)  # loralib's default: no LoRA dropout
+    # Devlin et al. sec. 4.1 + google-research/bert: batch 32, 3 epochs, wd 0.01, 10% warm-up
+    assert values("method=full_ft", "task=mrpc", "model=bert-large") == (2e-5, 32, 3, 0.01, 0.1, "linear", 128)
+    # fairseq examples/roberta/README.glue.md: RTE lr 2e-5, batch 16, 10 epochs, wd 0.1, 6% warm-up
+    assert values("method=full_ft", "task=rte", "model=roberta-large") == (2e-5, 16, 10, 0.1, 0.06, "linear", 512)
+    # benzakenelad/BitFit run_glue.py defaults, constant rate
+    assert values("method=bitfit", "task=sst2") == (1e-3, 8, 16, 0.0, 0.0, "constant", 128)
+    # THUDM/P-tuning-v2 run_script/run_rte_bert.sh
+    assert values("method=prefix", "task=rte") == (1e-2, 32, 60, 0.0, 0.0, "linear", 128)
+    assert compose(["method=prefix"]).method.length == 20
+    # PASTA: Table 6
+    assert values("task=rte", "model=bert-large") == (4.5e-3, 32, 150, 0.0, 0.06, "linear", 128)
+
+
+@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "classifier_only"])
+def test_recipe_pasta_gives_every_method_pastas_budget_and_its_own_lr(method):
+    for task in ("rte", "sst2"):
+        own = compose([f"method={method}", f"task={task}", "model=roberta-large"])
+        shared = compose([f"method={method}", f"task={task}", "model=roberta-large", "recipe=pasta"])
+        t6 = RAW["table6"][task]
+        assert (shared.trainer.epochs, shared.trainer.batch_size) == (t6["epochs"], t6["batch_size"])
+        pasta = RAW["recipes"]["pasta"]
+        assert (shared.optim.weight_decay, shared.optim.warmup_ratio, shared.trainer.max_length) == (
+            pasta["weight_decay"], pasta["warmup_ratio"], pasta["max_length"])
+        assert shared.optim.lr == own.optim.lr and shared.method == own.method
+
+
+def test_a_task_outside_glue_keeps_its_budget_with_the_methods_lr():
+    cfg = compose(["method=prefix"])  # the built-in task: its own epochs and batch, P-tuning v2's lr
+    assert (cfg.trainer.epochs, cfg.trainer.batch_size, cfg.optim.lr) == (3, 32, 1e-2)
+    cfg = compose(["method=lora", "task=conll2003"])
+    assert (cfg.trainer.epochs, cfg.optim.lr, cfg.optim.weight_decay) == (RAW["table6"]["conll2003"]["epochs"],
+                                                                           3e-4, 0.1)
+
+
+def test_an_unknown_recipe_is_one_clear_error():
+    from pasta_cli.config import check_config
+    with pytest.raises(PastaError, match="unknown recipe 'mine': choose one of own, pasta"):
+        check_config(compose(["recipe=mine"]), cuda_available=False)
+
+
+def test_bitfits_constant_rate_and_the_linear_decay():
+    import torch
+
+    from pasta_cli.training.build import setup_optimizer
+
+    def rates(*overrides):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt, sched, _ = setup_optimizer(compose(["optim.warmup_ratio=0.2", *overrides]), [p], 10)
+        out = []
+        for _ in range(10):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+    assert rates("method=bitfit") == [0.0, 5e-4] + [1e-3] * 8  # warm-up, then BitFit's code: no decay
+    linear = rates("method=bitfit", "optim.schedule=linear")
+    assert linear[2] == 1e-3 and linear[-1] == pytest.approx(1e-3 / 8)
