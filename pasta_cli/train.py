@@ -75,6 +75,8 @@ def prepare(cfg: DictConfig, run_dir: Path, admission: folder.Admission) -> tupl
         resume.changes(seen["settings"], resume.settings(used, task, dist.world_size()), f"checkpoint '{ckpt}'")
         step = seen["state"]["step"]
     if dist.is_main():
+        for leftover in folder.remove_leftovers(run_dir):
+            log.info("removed %s, left by an interrupted write", leftover)
         if HydraConfig.initialized():
             folder.write_hydra_files(run_dir, HydraConfig.get(), cfg, step)
         artifacts.write_config(run_dir, used)
@@ -133,7 +135,9 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
     return results
 
 
-REFUSED: list[PastaError] = []  # the jobs of this invocation that were refused (a sweep goes on with the others)
+# the jobs of this invocation that were refused, as (message, exit code): a sweep goes on with the others. Only
+# the text is kept: the exception's traceback would keep the failed job's frames (an open reader) alive until exit
+REFUSED: list[tuple[str, int]] = []
 
 
 @hydra.main(config_path=f"pkg://{CONF_MODULE}", config_name="train", version_base="1.3")
@@ -143,7 +147,7 @@ def _hydra_main(cfg: DictConfig):
     try:
         run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except PastaError as e:
-        REFUSED.append(e)
+        REFUSED.append((str(e), e.exit_code))
 
 
 def agree_on_run_stamp() -> None:
@@ -193,9 +197,9 @@ def main() -> None:
     try:
         _hydra_main()
         if REFUSED:
-            for e in REFUSED[:-1]:
-                _say(f"pasta-train: error: {e}")
-            _exit(f"pasta-train: error: {REFUSED[-1]}", max(e.exit_code for e in REFUSED))
+            for message, _ in REFUSED[:-1]:
+                _say(f"pasta-train: error: {message}")
+            _exit(f"pasta-train: error: {REFUSED[-1][0]}", max(code for _, code in REFUSED))
     except PastaError as e:
         _exit(f"pasta-train: error: {e}", e.exit_code)
     except (HydraException, OmegaConfBaseException) as e:

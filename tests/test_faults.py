@@ -169,10 +169,14 @@ def test_resume_with_other_settings_is_refused_listing_each_difference(unfinishe
 
 def test_resume_may_extend_the_epochs_and_the_record_says_so(unfinished, tmp_path):
     run_dir = copy(unfinished, tmp_path)
+    # what a kill -9 mid-write leaves: the atomic writer's temp file, PEFT's temp folder; the resume removes them
+    (run_dir / "checkpoints" / ".last.pt.x1y2.tmp").write_bytes(b"half")
+    (run_dir / ".adapter.z3").mkdir()
     results = run_job(compose([*SMALL, "resume=true", "trainer.epochs=3"]), run_dir)
     assert results["steps"] == 12 and steps(run_dir) == [2, 4, 6, 8, 10, 12]
     assert results["resumes"] == [{"step": 2, "changed": {"trainer.epochs": [2, 3]}}]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]["epochs"] == 3
+    readable(run_dir)
 
 
 def test_a_checkpoint_without_settings_is_not_resumed(unfinished, tmp_path):
@@ -386,3 +390,12 @@ def test_a_really_read_only_folder_is_one_line(tmp_path):
     finally:
         run_dir.chmod(0o755)
     assert "Permission denied" in line and str(run_dir) in line
+
+
+def test_a_refused_job_in_a_sweep_is_one_line_and_the_other_jobs_run(tmp_path):
+    sweep = tmp_path / "sweep"
+    out = cli("-m", "trainer.max_length=10000,48", "trainer.max_steps=2", f"hydra.sweep.dir={sweep}",
+              "hydra.sweep.subdir=${hydra.job.num}", cwd=tmp_path)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("pasta-train: error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "beyond minilm's 512 positions" in errors[0], out.stderr
+    assert [p.parent.name for p in sweep.rglob("results.json")] == ["1"] and not (sweep / "0").exists()

@@ -100,6 +100,19 @@ def discard(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Temporary files a killed process (kill -9, power loss) left mid-write: the atomic writer's
+    `.<name>.*.tmp` and the adapter's `.adapter.*` folder. Called under the lock, so nobody is writing them."""
+    found = [p for p in run_dir.rglob(".*") if (p.is_file() and p.name.endswith(".tmp"))
+             or (p.is_dir() and p.name.startswith(".adapter."))]
+    for p in found:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return found
+
+
 def write_hydra_files(run_dir: Path, hydra_cfg, task_cfg, step: int | None) -> Path:
     """Hydra's bookkeeping (config.yaml as composed, hydra.yaml, overrides.yaml), for an admitted run.
 
