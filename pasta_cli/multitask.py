@@ -33,10 +33,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from pasta_cli.adapter import read_adapter_config, read_weights
 from pasta_cli.backbones import HEADS, load_config, load_model, load_tokenizer, max_length_limit, resolve
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import encoder_layers, freeze
+from pasta_cli.modeling import AMP_DTYPES, encoder_layers, freeze
 from pasta_cli.pasta import attach, check_input_form, count_slots, slot_positions, special_tokens, template_token_ids
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # it names files (preds/<task>.jsonl) and URLs
 
 
@@ -108,8 +107,8 @@ class MultiTaskPasta:
     """
 
     def __init__(self, backbone: str, device: str = "cpu", precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise PastaError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
+        if precision not in AMP_DTYPES:
+            raise PastaError(f"unknown precision '{precision}': choose one of {', '.join(AMP_DTYPES)}")
         self.backbone, self.device, self.precision = backbone, torch.device(device), precision
         self.config = load_config(backbone)
         self.tokenizer = load_tokenizer(backbone)
@@ -296,7 +295,7 @@ class MultiTaskPasta:
     def _forward(self, tasks: list[Task], rows: list[dict]) -> list[torch.Tensor]:
         features = [{k: v for k, v in r.items() if k != "word_starts"} for r in rows]
         batch = {k: v.to(self.device) for k, v in self.tokenizer.pad(features, return_tensors="pt").items()}
-        autocast = torch.autocast(self.device.type, PRECISIONS[self.precision],
+        autocast = torch.autocast(self.device.type, AMP_DTYPES[self.precision] or torch.float32,
                                   enabled=self.precision != "fp32")
         with self._lock, torch.inference_mode(), autocast:
             for task in dict.fromkeys(tasks):
