@@ -243,7 +243,7 @@ class MultiTaskPasta:
                              f"{type(items).__name__}")
         with self._lock:
             tasks = dict(self.tasks)
-        return [parse_item(i, item, tasks) for i, item in enumerate(items)]
+        return [parse_item(f"item {i}", item, tasks) for i, item in enumerate(items)]
 
     def encode(self, parsed: list[tuple[Task, list]]) -> list[dict]:
         """Tokenize every row as its task was trained (one tokenizer call per kind of input): a dict of
@@ -320,18 +320,19 @@ class MultiTaskPasta:
         return results
 
 
-def parse_item(i: int, item, tasks: Mapping[str, Task]) -> tuple[Task, list]:
-    """One item's (task, texts), or one line naming item i and what would be right."""
+def parse_item(where: str, item, tasks: Mapping[str, Task]) -> tuple[Task, list]:
+    """One item's (task, texts), or one line naming the item (`where`: "item 3", a file's line) and what
+    would be right."""
     if not isinstance(item, Mapping):
-        raise PastaError(f"item {i}: expected an object {{\"task\": ..., \"text\": [...]}}, got {type(item).__name__}")
+        raise PastaError(f"{where}: expected an object {{\"task\": ..., \"text\": [...]}}, got {type(item).__name__}")
     name = item.get("task")
     if not isinstance(name, str) or name not in tasks:
-        raise PastaError(f"item {i}: unknown task {name!r}: the tasks are {', '.join(sorted(tasks)) or 'none'}")
+        raise PastaError(f"{where}: unknown task {name!r}: the tasks are {', '.join(sorted(tasks)) or 'none'}")
     task = tasks[name]
     if task.head == "token_classification":
         tokens = item.get("tokens")
         if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) and t.strip() for t in tokens)):
-            raise PastaError(f"item {i}: task '{name}' tags words: give \"tokens\": a non-empty list of words, "
+            raise PastaError(f"{where}: task '{name}' tags words: give \"tokens\": a non-empty list of words, "
                              f"got {_short(tokens)}")
         return task, tokens
     text = item.get("text")
@@ -339,7 +340,7 @@ def parse_item(i: int, item, tasks: Mapping[str, Task]) -> tuple[Task, list]:
     want = 2 if task.pair else 1
     if not (isinstance(text, list) and len(text) == want and all(isinstance(t, str) for t in text)):
         shape = "[first, second] (a sentence pair)" if task.pair else "[text] or a string (one sentence)"
-        raise PastaError(f"item {i}: task '{name}' takes \"text\": {shape}, got {_short(text)}")
+        raise PastaError(f"{where}: task '{name}' takes \"text\": {shape}, got {_short(text)}")
     return task, text
 
 
