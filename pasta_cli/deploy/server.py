@@ -32,6 +32,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers.utils import logging as hf_logging
+
 from pasta_cli.adapter import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 from pasta_cli.deploy.adapters import load_tasks, named, run_max_length
 from pasta_cli.deploy.batcher import Batcher, QueueFull
@@ -292,6 +294,7 @@ def build(argv: list[str] | None = None) -> tuple:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    hf_logging.disable_progress_bar()  # "Loading weights" bars, once per task
     try:
         app, host, port = build(argv)
     except PastaError as e:
