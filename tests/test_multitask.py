@@ -49,9 +49,11 @@ def test_the_test_can_fail_tasks_really_differ(bert):
     assert float((a - expected[0]).abs().max()) <= TOL and float((a - b).abs().max()) > 1e-2
 
 
-def test_roberta_pairs_and_singles_mix(tmp_path):
-    """RoBERTa: <s> A </s></s> B </s> (4 slots) beside <s> A </s> (2) in one batch."""
-    backbone = save_backbone(tmp_path / "rb", "roberta")
+@pytest.mark.parametrize("family", ["roberta", "electra", "deberta"])
+def test_other_families_mix_pairs_and_singles(tmp_path, family):
+    """Each family's own head (RoBERTa's dense + out_proj on <s>, DeBERTa's context pooler) on its rows;
+    RoBERTa: <s> A </s></s> B </s> (4 slots) beside <s> A </s> (2) in one batch."""
+    backbone = save_backbone(tmp_path / "rb", family)
     paths = {"pair": make_adapter(tmp_path / "p", backbone, True, "classification", "full", ["x", "y"], 1),
              "single": make_adapter(tmp_path / "s", backbone, False, "regression", "sep_only", None, 2)}
     items = [{"task": "pair", "text": ["the man eats", "a dog"]}, {"task": "single", "text": "hello there world"},
