@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 SEEDS   ?= 42
 METHODS ?=
 
-.PHONY: install demo test bench reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
+.PHONY: install demo test bench bench-serve reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install  ## lint first (a finding names file:line), then the tests, the in
 
 bench: install  ## every method's training step, timed in alternation (benchmarks/bench.py, docs/PERFORMANCE.md)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py run --output outputs/bench/bench.json
+
+bench-serve: install  ## 8 tasks on one MiniLM: mixed batches vs one model, 8 models, swapping; HTTP latency and load (docs/DEPLOY.md)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_bench.py run --output outputs/bench/serve.json
 
 # make reproduce-table4 [SCALE=paper|cpu|smoke] [DATA_DIR=../shared/data] [SEEDS=42,43,44] [VARIANTS=full,shared]
 #                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix] [LOGGER=wandb]   (docs/REPRODUCE.md)

@@ -86,6 +86,16 @@ def read_adapter_config(directory) -> dict:
     return config
 
 
+def read_weights(directory) -> dict:
+    """The tensors of an adapter folder (adapter_model.safetensors), or one line saying it is damaged."""
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as e:
+        raise PastaError(f"cannot read '{path}' ({type(e).__name__}: {e}): the adapter folder is damaged "
+                         "or incomplete") from None
+
+
 def _check_shape(config: dict, model, directory) -> None:
     depth, hidden = len(encoder_layers(model)), model.config.hidden_size
     if (config["num_layers"], config["hidden_size"]) != (depth, hidden):
@@ -119,11 +129,5 @@ def load_adapter(directory, backbone: str | None = None):
     if differ:
         raise PastaError(f"adapter in '{directory}' does not fit backbone '{name}': "
                          + "; ".join(f"{k} {a} in the adapter, {b} here" for k, (a, b) in differ.items()))
-    path = Path(directory) / WEIGHTS_NAME
-    try:
-        tensors = load_file(str(path))
-    except (OSError, SafetensorError) as e:
-        raise PastaError(f"cannot read '{path}' ({type(e).__name__}: {e}): the adapter folder is damaged "
-                         "or incomplete") from None
-    method.load_state(model, tensors, str(directory))
+    method.load_state(model, read_weights(directory), str(directory))
     return model.eval(), tokenizer

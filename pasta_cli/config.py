@@ -24,13 +24,14 @@ from pasta_cli import paper
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method
+from pasta_cli.modeling import AMP_DTYPES
 
 RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all
 # what recipe=pasta takes from PASTA's recipe; the lr and the method's own settings stay the method's
 # (a learning rate does not carry over: Table 6's 4.5e-3 would wreck full fine-tuning)
 SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedule", "max_length")
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("linear", "constant")
 STAMP_ENV = "PASTA_RUN_STAMP"

@@ -1,4 +1,7 @@
-"""The exceptions the CLI turns into one line (`pasta-train: error: ...`) and an exit code."""
+"""The exceptions the CLI turns into one line (`pasta-train: error: ...`) and an exit code, and the
+argument parser every command shares."""
+
+import argparse
 
 
 class PastaError(Exception):
@@ -12,3 +15,11 @@ class WriteError(PastaError):
     file is intact, so the run can go on with `resume=true` once the cause is fixed (exit 1)."""
 
     exit_code = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a refusal is one line, `<prog>: error: ...`, and exit 2 instead of the usage block:
+    argparse's own messages already name the bad value and the choices."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")

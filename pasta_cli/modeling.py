@@ -19,6 +19,8 @@ from pasta_cli.errors import PastaError
 # Name fragments of the parameters a method adds to a model (PASTA's vectors, P-tuning v2's
 # prefixes, LoRA's matrices): neither backbone nor head.
 ADDED = ("pasta.", "prefix_encoder.", "lora_")
+# precision name -> autocast dtype (None: plain fp32), for training and inference alike
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def hf_model(model: nn.Module) -> nn.Module:

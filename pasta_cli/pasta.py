@@ -59,6 +59,54 @@ def count_slots(tokenizer, pair: bool) -> int:
     return n
 
 
+def special_tokens(input_ids, slot_token_ids, attention_mask=None, special_tokens_mask=None) -> torch.Tensor:
+    """Where the tokenizer's template put a special token (its special_tokens_mask, or, without
+    that mask, a template id); padding never counts; [UNK]/[MASK] are not template ids."""
+    if special_tokens_mask is not None:
+        is_special = special_tokens_mask.bool()
+    else:
+        is_special = torch.isin(input_ids, slot_token_ids)
+    if attention_mask is not None:
+        is_special = is_special & attention_mask.bool()
+    return is_special
+
+
+def slot_positions(is_special: torch.Tensor, slot_to_vector: torch.Tensor):
+    """(batch index, position, vector index) of every slot that has a vector, for the whole batch at once.
+
+    The p-th special token of a row is slot p. `slot_to_vector` is (P,) when every row has the same
+    task, or (batch, P) with one row per input (a mixed-task batch: each row its own task's map,
+    vector indices into one table, -1 where a slot has no vector or lies beyond the row's own P).
+    Slots beyond P (a literal special token in text tokenized without the mask) get no vector.
+    """
+    num_slots = slot_to_vector.shape[-1]
+    slot = is_special.long().cumsum(dim=1) - 1
+    in_range = is_special & (slot < num_slots)
+    slot = slot.clamp(0, num_slots - 1)
+    vector = slot_to_vector[slot] if slot_to_vector.dim() == 1 else slot_to_vector.gather(1, slot)
+    rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)
+    return rows, cols, vector[rows, cols]
+
+
+def check_input_form(specials_per_row: torch.Tensor, num_slots: int | torch.Tensor) -> None:
+    """Every row must have the special tokens the vectors were trained for: a pair model given one
+    sentence would put the middle [SEP]'s vector on the final [SEP], a single-sentence model given a
+    pair would leave the final [SEP] without one. Neither is what was trained. `num_slots`: one count
+    for the batch, or one per row (a mixed-task batch)."""
+    expected = torch.as_tensor(num_slots).expand_as(specials_per_row)
+    wrong = torch.nonzero(specials_per_row != expected)
+    if len(wrong):
+        row = int(wrong[0, 0])
+        found, slots = int(specials_per_row[row]), int(expected[row])
+        trained = "sentence pairs" if slots > 2 else "single sentences"
+        given = "a single sentence" if found < slots else "more special tokens (a sentence pair?)"
+        raise PastaError(
+            f"this PASTA model was trained on {trained} ({slots} special tokens per input) but row "
+            f"{row} has {found} ({given}): tokenize inputs the way the task was trained "
+            f"({'text, text_pair' if slots > 2 else 'one text per row'}), with "
+            "return_special_tokens_mask=True if a text may contain a literal special token")
+
+
 class PastaInjector(nn.Module):
     """Holds the PASTA vectors and adds them at the special-token slots of each layer's input."""
 
@@ -84,41 +132,11 @@ class PastaInjector(nn.Module):
         return self.vectors.shape[1]
 
     def locate(self, input_ids, attention_mask=None, special_tokens_mask=None):
-        """Find every slot of the batch at once (no loop over rows or tokens).
-
-        Special tokens are those the tokenizer's template inserted (its special_tokens_mask), or,
-        without that mask, tokens whose id is a template id. Padding never counts; [UNK]/[MASK]
-        are not template ids. The p-th special token of a row is slot p; slots beyond P (a
-        literal special token in text tokenized without the mask) get no vector.
-        """
-        if special_tokens_mask is not None:
-            is_special = special_tokens_mask.bool()
-        else:
-            is_special = torch.isin(input_ids, self.slot_token_ids)
-        if attention_mask is not None:
-            is_special = is_special & attention_mask.bool()
-        self._check_input_form(is_special.sum(dim=1))
-        slot = is_special.long().cumsum(dim=1) - 1
-        in_range = is_special & (slot < self.num_slots)
-        vector = self.slot_to_vector[slot.clamp(0, self.num_slots - 1)]
-        rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)
-        self._where = (rows, cols, vector[rows, cols])
-
-    def _check_input_form(self, specials_per_row: torch.Tensor) -> None:
-        """Every row must have the special tokens the vectors were trained for: a pair model given one
-        sentence would put the middle [SEP]'s vector on the final [SEP], a single-sentence model given a
-        pair would leave the final [SEP] without one. Neither is what was trained."""
-        wrong = torch.nonzero(specials_per_row != self.num_slots)
-        if len(wrong):
-            row = int(wrong[0, 0])
-            found = int(specials_per_row[row])
-            trained = "sentence pairs" if self.num_slots > 2 else "single sentences"
-            given = "a single sentence" if found < self.num_slots else "more special tokens (a sentence pair?)"
-            raise PastaError(
-                f"this PASTA model was trained on {trained} ({self.num_slots} special tokens per input) but row "
-                f"{row} has {found} ({given}): tokenize inputs the way the task was trained "
-                f"({'text, text_pair' if self.num_slots > 2 else 'one text per row'}), with "
-                "return_special_tokens_mask=True if a text may contain a literal special token")
+        """Find every slot of the batch at once (no loop over rows or tokens): `special_tokens`, then
+        `slot_positions` with this task's slot-to-vector map."""
+        is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
+        check_input_form(is_special.sum(dim=1), self.num_slots)
+        self._where = slot_positions(is_special, self.slot_to_vector)
 
     def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """h_i + e(v_p^l) at the slot positions; everything else untouched."""
@@ -163,7 +181,14 @@ def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_st
     if injector.num_vectors == 0:  # classifier_only: nothing to inject, the mask is still accepted
         accept_special_tokens_mask(model)
         return injector
-    accept_special_tokens_mask(model, _find_slots(injector))
-    for i, layer in enumerate(layers):
-        layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)
+    attach(model, injector, layers)
     return injector
+
+
+def attach(model, injector, layers=None) -> None:
+    """Hook `injector` onto `model`: find the batch's slots before layer 0, add the vectors at every
+    layer's input. The injector needs `locate(input_ids, attention_mask, special_tokens_mask)` and
+    `inject(layer, hidden)`; PastaInjector for one task, the mixed-task injector for many."""
+    accept_special_tokens_mask(model, _find_slots(injector))
+    for i, layer in enumerate(encoder_layers(model) if layers is None else layers):
+        layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)

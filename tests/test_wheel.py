@@ -106,3 +106,14 @@ def test_installed_pasta_reproduce_writes_its_table_under_the_current_folder(ins
     assert out.returncode == 0, out.stderr[-3000:]
     table = (tmp_path / "outputs" / "table4" / "smoke" / "table.md").read_text()
     assert table.count("| missing (no data) ") == 5 * 5 and "| CoLA | RTE | MRPC | STS-B | CoNLL2003 |" in table
+
+
+def test_installed_pasta_predict_and_pasta_serve_start(installed, tmp_path):
+    _, env_dir = installed
+    for script in ("pasta-predict", "pasta-serve"):
+        out = run(env_dir, tmp_path, str(env_dir / "bin" / script), "--help")
+        assert out.returncode == 0 and "--adapter NAME=PATH" in out.stdout, out.stderr[-3000:]
+    out = run(env_dir, tmp_path, str(env_dir / "bin" / "pasta-serve"))
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "pasta-serve: error: nothing to serve: give --adapter NAME=PATH, or --adapters-dir DIR holding adapter "
+        "folders, or --backbone to start empty and add tasks to --adapters-dir later"]

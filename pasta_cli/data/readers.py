@@ -65,13 +65,16 @@ def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Standard quoting; a quoted field may span lines, so a row is reported at its first line."""
     reader = csv.reader(line for _, line in _lines(path))
+    # held locally: a reader left suspended by an error elsewhere is closed at interpreter exit, when the
+    # module global `csv` may already be gone and `except csv.Error` itself would fail (a traceback at exit)
+    csv_error = csv.Error
     start = 1
     try:
         for fields in reader:
             if fields:
                 yield start, fields
             start = reader.line_num + 1
-    except csv.Error as e:
+    except csv_error as e:
         raise PastaError(f"'{path}' line {start}: {e}; expected comma-separated fields with standard "
                          f"quoting") from None
 

@@ -74,7 +74,7 @@ def from_files(spec: TaskSpec) -> tuple[dict[str, Split], dict[str, Any]]:
         if split in tests and spec.test_columns is not None:
             columns = list(spec.test_columns.text or text)
             index = spec.test_columns.index or index
-        splits[split] = Split(readers.read(path, fmt, header=conll or not _positional(columns)), columns, label,
+        splits[split] = Split(readers.read(path, fmt, header=conll or not positional(columns)), columns, label,
                               index, split in tests)
         used[split] = files[split]
     found = {"format": Format(fmt), "files": used, "test_splits": [s for s in tests if s in splits]}
@@ -176,7 +176,7 @@ def _text(spec: TaskSpec) -> list[str]:
                      f"for pairs (e.g. task.text=[sentence1,sentence2])")
 
 
-def _positional(columns: list[str]) -> bool:
+def positional(columns: list[str]) -> bool:
     """Columns given as 0-based positions ("3") mean a file without a header."""
     digits = [c.isascii() and c.isdigit() for c in columns]
     if any(digits) and not all(digits):

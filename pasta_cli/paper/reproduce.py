@@ -25,6 +25,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.config import RECIPES, compose
+from pasta_cli.errors import Parser
 from pasta_cli.paper.render import table_csv, table_markdown, write_table
 from pasta_cli.paper.results import Cell, collect_cells
 from pasta_cli.paper.schedule import Plan, config_names, data_path, gpu_count, machine, run_column, shell
@@ -95,14 +96,8 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
 
 
 # --------------------------------------------------------------------------------------- the command line
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        """One line, exit 2: argparse's own messages already name the bad value and the choices."""
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0],
                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
     p.add_argument("table", nargs="?", help="the paper's table: " + ", ".join(table_names()))
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every cell (e.g. trainer.precision=bf16)")

@@ -20,10 +20,8 @@ from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import task_spec
 from pasta_cli.data import Collator, TaskData, encode, load_task
 from pasta_cli.methods import Method, apply_method, check_method
-from pasta_cli.modeling import check_gradients_reachable
+from pasta_cli.modeling import AMP_DTYPES, check_gradients_reachable
 from pasta_cli.training import dist
-
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass

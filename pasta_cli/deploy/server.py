@@ -1,0 +1,310 @@
+"""pasta-serve: many PASTA tasks on one frozen backbone over HTTP (FastAPI on uvicorn).
+
+    pasta-serve --adapter rte=outputs/runs/rte/.../adapter --adapter sst2=... [--adapters-dir DIR]
+                [--host 127.0.0.1] [--port 8000]
+
+    POST /predict  {"items": [{"task": "rte", "text": ["A man is eating.", "Someone eats."]},
+                              {"task": "sst2", "text": ["a gem of a film"]}]}
+               ->  {"predictions": [{"task": "rte", "label": ..., "probabilities": {...}}, ...]}
+    GET /tasks     every task: head, labels, pair, slot count, variant, max_length
+    GET /health    {"status": "ok", ...}
+    GET /metrics   Prometheus text: requests by status, items by task, batch sizes, latency (histogram
+                   and p50/p99 of the last 1000 requests), queue depth
+
+Items of requests arriving close together share one mixed-task forward pass (`batcher.py`). A bad
+request gets a 4xx JSON `{"error": "..."}` naming the problem; a full queue a 503 with Retry-After.
+Tasks can be added and removed while it runs through `--adapters-dir`: every sub-folder holding an
+adapter is a task named after the folder, polled every `--poll-seconds` (a new or changed folder is
+loaded, a removed one dropped). The folder is the admin interface: nothing on the HTTP side changes tasks.
+A replica holds no state beyond its adapters: scale out with more replicas behind any load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers.utils import logging as hf_logging
+
+from pasta_cli.adapter import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
+from pasta_cli.deploy.adapters import load_tasks, named, run_max_length
+from pasta_cli.deploy.batcher import Batcher, QueueFull
+from pasta_cli.errors import Parser, PastaError
+from pasta_cli.modeling import AMP_DTYPES
+from pasta_cli.multitask import TASK_NAME, MultiTaskPasta
+
+PROG = "pasta-serve"
+log = logging.getLogger("pasta_cli.serve")
+
+try:  # the `serve` extra: pip install 'pasta-cli[serve]'
+    import prometheus_client as prom
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+except ImportError as e:  # pragma: no cover - the test environment has the extra
+    _MISSING = e
+else:
+    _MISSING = None
+
+
+@dataclass
+class Limits:
+    max_batch: int = 32          # items in one forward pass
+    max_wait_ms: float = 5.0     # how long the first item waits for others to join its pass
+    max_queue: int = 256         # items waiting; beyond it: 503
+    max_items: int = 64          # items in one request; beyond it: 413
+    max_body_bytes: int = 1 << 20
+    max_text_chars: int = 10_000  # one text (or all of a token row's words); longer: 422
+    poll_seconds: float = 2.0    # --adapters-dir
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+
+    def __init__(self, waiting, tasks):
+        self.registry = r = prom.CollectorRegistry()
+        self.requests = prom.Counter("pasta_requests", "HTTP requests to /predict by status", ["status"], registry=r)
+        self.items = prom.Counter("pasta_items", "items predicted, by task", ["task"], registry=r)
+        self.batch = prom.Histogram("pasta_batch_size", "items per forward pass", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.latency = prom.Histogram("pasta_request_latency_seconds", "time to answer /predict", registry=r,
+                                      buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.recent: deque[float] = deque(maxlen=1000)
+        for q in (50, 99):
+            prom.Gauge(f"pasta_request_latency_p{q}_seconds", f"p{q} of the last 1000 /predict latencies",
+                       registry=r).set_function(lambda q=q: self.percentile(q))
+        prom.Gauge("pasta_queue_items", "items waiting for a forward pass", registry=r).set_function(waiting)
+        prom.Gauge("pasta_tasks", "tasks served", registry=r).set_function(tasks)
+
+    def percentile(self, q: float) -> float:
+        values = sorted(self.recent)
+        return values[min(len(values) - 1, int(q / 100 * len(values)))] if values else 0.0
+
+    def observe(self, status: int, seconds: float) -> None:
+        self.requests.labels(str(status)).inc()
+        if status == 200:
+            self.latency.observe(seconds)
+            self.recent.append(seconds)
+
+
+def create_app(model: MultiTaskPasta, limits: Limits | None = None, adapters_dir: str | Path | None = None) -> FastAPI:
+    """The HTTP app around a loaded MultiTaskPasta (its tasks may change while it serves)."""
+    if _MISSING is not None:
+        raise PastaError(f"pasta-serve needs the serve extra ({_MISSING.name} is missing): pip install "
+                         "'pasta-cli[serve]'")
+    limits = limits or Limits()
+    batcher = Batcher(lambda items: _predict(model, items), limits.max_batch, limits.max_wait_ms / 1000,
+                      limits.max_queue)
+    metrics = Metrics(batcher.waiting, lambda: len(model.tasks))
+    batcher.on_batch = metrics.batch.observe
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        watcher = asyncio.create_task(_watch(model, Path(adapters_dir), limits.poll_seconds, batcher)) \
+            if adapters_dir else None
+        yield
+        if watcher:
+            watcher.cancel()
+        await batcher.stop()
+
+    app = FastAPI(title="pasta-serve", lifespan=lifespan)
+    app.state.model, app.state.batcher, app.state.metrics = model, batcher, metrics
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        start = time.perf_counter()
+        try:
+            items = _validate(await _body(request, limits.max_body_bytes), model, limits)
+            try:
+                results = await batcher.submit(items)
+            except QueueFull as e:
+                metrics.observe(503, 0)
+                return JSONResponse({"error": f"server busy: {e}; retry in a second"}, 503,
+                                    headers={"Retry-After": "1"})
+        except BadRequest as e:
+            metrics.observe(e.status, 0)
+            return JSONResponse({"error": str(e)}, e.status)
+        except PastaError as e:  # e.g. a task removed or replaced while its items waited
+            metrics.observe(409, 0)
+            return JSONResponse({"error": str(e)}, 409)
+        for item in items:
+            metrics.items.labels(item["task"]).inc()
+        metrics.observe(200, time.perf_counter() - start)
+        return {"predictions": [{"task": item["task"], **r} for item, r in zip(items, results)]}
+
+    @app.get("/tasks")
+    async def tasks():
+        return {"backbone": model.backbone, "tasks": [t.describe() for t in list(model.tasks.values())]}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "backbone": model.backbone, "tasks": len(model.tasks), "queue": batcher.waiting()}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(prom.generate_latest(metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):  # never a crash, never a stack trace to the client
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server goes on"}, 500)
+
+    return app
+
+
+async def _body(request: Request, limit: int):
+    """The JSON body, read no further than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(413, f"request body of {declared} bytes; the limit is {limit} (--max-body-bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise BadRequest(413, f"request body over {limit} bytes (--max-body-bytes)")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, f"the body is not valid JSON ({e}); expected {{\"items\": [...]}}") from None
+
+
+def _validate(payload, model: MultiTaskPasta, limits: Limits) -> list[dict]:
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise BadRequest(422, "expected a JSON object {\"items\": [{\"task\": ..., \"text\": [...]}, ...]}")
+    items = payload["items"]
+    if not items:
+        raise BadRequest(422, "\"items\" is empty: send at least one item")
+    if len(items) > limits.max_items:
+        raise BadRequest(413, f"{len(items)} items in one request; the limit is {limits.max_items} (--max-items)")
+    try:
+        parsed = model.parse(items)
+    except PastaError as e:
+        raise BadRequest(422, str(e)) from None
+    for i, (_, texts) in enumerate(parsed):
+        size = sum(len(t) for t in texts)
+        if size > limits.max_text_chars:
+            raise BadRequest(422, f"item {i}: {size} characters of text; the limit is {limits.max_text_chars} "
+                                  "(--max-text-chars)")
+    return items
+
+
+def _predict(model: MultiTaskPasta, items: list[dict]) -> list:
+    """One forward pass for the batch; should a task have changed meanwhile, each item alone."""
+    try:
+        return model.predict(items)
+    except PastaError:
+        results = []
+        for item in items:
+            try:
+                results.append(model.predict([item])[0])
+            except PastaError as e:
+                results.append(e)
+        return results
+
+
+async def _watch(model: MultiTaskPasta, folder: Path, every: float, batcher: Batcher) -> None:
+    """Keep the tasks loaded from `folder` in step with its sub-folders (added, changed, removed)."""
+    seen: dict[str, tuple] = {}
+    while True:
+        try:
+            await sync_folder(model, folder, seen, batcher.call)
+        except Exception:  # noqa: BLE001 - a watcher failure must not stop serving; it is logged, retried
+            log.exception("watching %s", folder)
+        await asyncio.sleep(every)
+
+
+async def sync_folder(model, folder: Path, seen: dict[str, tuple], call) -> None:
+    """One look at `folder`: load what is new or changed, drop what is gone (only tasks it loaded itself)."""
+    found = {}
+    for sub in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if (sub / CONFIG_NAME).is_file() and TASK_NAME.fullmatch(sub.name):
+            found[sub.name] = tuple((sub / f).stat().st_mtime_ns for f in (CONFIG_NAME, WEIGHTS_NAME)
+                                    if (sub / f).exists())
+    for name in [n for n in seen if n not in found]:
+        del seen[name]
+        if name in model.tasks:
+            await call(model.remove_adapter, name)
+            log.warning("task %s removed (%s gone)", name, folder / name)
+    for name, stamp in found.items():
+        if seen.get(name) == stamp:
+            continue
+        seen[name] = stamp  # a failed load is retried only when the folder changes again
+        try:
+            await call(model.add_adapter, name, folder / name, run_max_length(folder / name))
+            log.warning("task %s loaded from %s", name, folder / name)
+        except PastaError as e:
+            log.warning("task %s not loaded: %s", name, e)
+
+
+def parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--adapter", action="append", metavar="NAME=PATH", help="a task's adapter folder; repeat")
+    p.add_argument("--adapters-dir", type=Path, help="serve every adapter folder in DIR, watched for changes")
+    p.add_argument("--backbone", help="hub id or folder (default: the first adapter's backbone)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--precision", default="fp32", choices=tuple(AMP_DTYPES))
+    defaults = Limits()
+    for key in ("max_batch", "max_wait_ms", "max_queue", "max_items", "max_body_bytes", "max_text_chars",
+                "poll_seconds"):
+        kind = float if key in ("max_wait_ms", "poll_seconds") else int
+        p.add_argument("--" + key.replace("_", "-"), type=kind, default=getattr(defaults, key))
+    return p
+
+
+def build(argv: list[str] | None = None) -> tuple:
+    """(app, host, port) from the command line, every task loaded."""
+    args = parser().parse_args(argv)
+    limits = Limits(**{k: getattr(args, k) for k in Limits.__dataclass_fields__})
+    if min(limits.max_batch, limits.max_queue, limits.max_items, limits.max_body_bytes, limits.max_text_chars) < 1:
+        raise PastaError("--max-batch, --max-queue, --max-items, --max-body-bytes and --max-text-chars must be "
+                         "at least 1")
+    adapters = named(args.adapter, "--adapter", "rte=outputs/runs/rte/.../adapter")
+    folder = args.adapters_dir
+    if folder is not None and not folder.is_dir():
+        raise PastaError(f"--adapters-dir {folder}: not a folder")
+    in_folder = [p for p in sorted(folder.iterdir()) if (p / CONFIG_NAME).is_file()] if folder else []
+    if not adapters and not in_folder and not args.backbone:
+        raise PastaError("nothing to serve: give --adapter NAME=PATH, or --adapters-dir DIR holding adapter "
+                         "folders, or --backbone to start empty and add tasks to --adapters-dir later")
+    backbone = args.backbone
+    if not adapters and not backbone:
+        backbone = read_adapter_config(in_folder[0])["backbone"]
+    model = load_tasks(adapters, backbone, device=args.device, precision=args.precision) if adapters else \
+        MultiTaskPasta(backbone, device=args.device, precision=args.precision)
+    return create_app(model, limits, folder), args.host, args.port
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    hf_logging.disable_progress_bar()  # "Loading weights" bars, once per task
+    try:
+        app, host, port = build(argv)
+    except PastaError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    model = app.state.model
+    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}: http://{host}:{port} (POST /predict, "
+          "GET /tasks /health /metrics)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

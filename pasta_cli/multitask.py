@@ -1,0 +1,380 @@
+"""Many PASTA tasks on one frozen backbone, in one forward pass.
+
+PASTA's vectors are added per row, so rows of different tasks can share a batch: every task's
+vectors sit in one table (layers, all tasks' vectors, hidden), and each row's slot-to-vector map
+points into its own task's range. The injection is the training path's (`pasta.slot_positions`,
+then `table[layer, vector]` added at the slots) with one extra index: the row's task picks its map.
+Rows of pair tasks (3 BERT slots) and single-sentence tasks (2) mix; a row beyond its own slot
+count gets no vector. After the one backbone pass, each task's head reads its own rows.
+
+A head is the task's own Hugging Face model class (sequence or token classification) whose backbone
+is replaced by a stand-in that returns the shared pass's outputs for the task's rows, so every
+family's head (BERT's pooler + classifier, RoBERTa's dense + out_proj, DeBERTa's context pooler)
+runs exactly as its single-task model runs it. Heads are built on the meta device and take the
+adapter's tensors by assignment: adding or removing a task copies a few KB, never the backbone.
+
+Only PASTA adapters (every variant, classifier_only included) can share a batch: the other methods
+change the backbone's own weights (BitFit, LoRA) or its attention (prefixes), which all rows share.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from pasta_cli.adapter import read_adapter_config, read_weights
+from pasta_cli.backbones import HEADS, load_config, load_model, load_tokenizer, max_length_limit, resolve
+from pasta_cli.errors import PastaError
+from pasta_cli.modeling import AMP_DTYPES, encoder_layers, freeze
+from pasta_cli.pasta import attach, check_input_form, count_slots, slot_positions, special_tokens, template_token_ids
+
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # it names files (preds/<task>.jsonl) and URLs
+
+
+@dataclass(eq=False)  # a task is itself: hashed by identity, so a replaced task is told from its successor
+class Task:
+    """One loaded adapter: what its rows need (slots, labels, head) and where its vectors are."""
+
+    name: str
+    path: str
+    head: str                   # classification | regression | token_classification
+    pair: bool
+    labels: list[str] | None    # class or tag names (None: regression)
+    num_slots: int
+    variant: str
+    slot_to_vector: list[int]   # into the task's own vectors; -1: the slot has none
+    vectors: torch.Tensor       # (layers, the task's vectors, hidden)
+    model: nn.Module            # the head: the task's HF model class around a stand-in backbone
+    max_length: int             # inputs are truncated there, as the task was trained
+
+    def describe(self) -> dict:
+        return {"task": self.name, "head": self.head, "pair": self.pair, "labels": self.labels,
+                "num_slots": self.num_slots, "variant": self.variant, "max_length": self.max_length}
+
+
+class SharedOutput(nn.Module):
+    """Stands in for the backbone inside a task's head model: returns the shared pass's outputs for
+    the task's rows (set just before the head runs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.output = None
+
+    def forward(self, *args, **kwargs):
+        return self.output
+
+
+class MixedInjector(nn.Module):
+    """PastaInjector's job for a batch whose rows belong to different tasks (see the module doc)."""
+
+    def __init__(self, num_layers: int, hidden_size: int, slot_token_ids):
+        super().__init__()
+        self.register_buffer("table", torch.zeros(num_layers, 0, hidden_size))
+        self.register_buffer("slot_token_ids", torch.tensor(list(slot_token_ids), dtype=torch.long))
+        self.row_maps = None    # (batch, P max): each row's slot -> index into `table`, -1 for none
+        self.row_slots = None   # (batch,): each row's own slot count
+        self._where = None
+
+    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None):
+        is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
+        check_input_form(is_special.sum(dim=1), self.row_slots)
+        self._where = slot_positions(is_special, self.row_maps)
+
+    def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        rows, cols, vector = self._where
+        return hidden.index_put((rows, cols), self.table[layer, vector].to(hidden.dtype), accumulate=True)
+
+
+class MultiTaskPasta:
+    """One frozen backbone, any number of PASTA tasks, mixed in every batch.
+
+        mt = MultiTaskPasta("minilm")
+        mt.add_adapter("rte", "outputs/runs/rte/.../adapter")
+        mt.add_adapter("sst2", "outputs/runs/sst2/.../adapter")
+        mt.predict([{"task": "rte", "text": ["A man is eating.", "Someone eats."]},
+                    {"task": "sst2", "text": "a gem of a film"}])
+
+    `backbone`: a hub id, a local folder or `minilm`; None takes the first adapter's (`from_adapters`).
+    Thread-safe: adding or removing a task waits for the forward pass in flight.
+    """
+
+    def __init__(self, backbone: str, device: str = "cpu", precision: str = "fp32"):
+        if precision not in AMP_DTYPES:
+            raise PastaError(f"unknown precision '{precision}': choose one of {', '.join(AMP_DTYPES)}")
+        self.backbone, self.device, self.precision = backbone, torch.device(device), precision
+        self.config = load_config(backbone)
+        self.tokenizer = load_tokenizer(backbone)
+        self._word_tokenizer = None  # loaded with the first token-classification task
+        # the sequence-classification model's backbone: BERT's keeps its pretrained pooler, which BERT heads read
+        self.encoder = load_model(backbone, "classification", 2).base_model
+        freeze(self.encoder, lambda name: False)
+        self.encoder.eval().to(self.device)
+        self.layers = len(encoder_layers(self.encoder))
+        self.injector = MixedInjector(self.layers, self.config.hidden_size, template_token_ids(self.tokenizer))
+        self.injector.to(self.device)
+        attach(self.encoder, self.injector)
+        self.tasks: dict[str, Task] = {}
+        self._maps = torch.zeros(0, 1, dtype=torch.long)   # (tasks, P max), global vector indices
+        self._slots = torch.zeros(0, dtype=torch.long)     # (tasks,)
+        self._index: dict[str, int] = {}                   # task name -> row of _maps
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_adapters(cls, adapters: Mapping[str, str], backbone: str | None = None, **kwargs) -> MultiTaskPasta:
+        """Load the backbone once (the first adapter's, unless given) and add every adapter."""
+        if not adapters:
+            raise PastaError("no adapter given: name at least one (name=path/to/adapter)")
+        backbone = backbone or read_adapter_config(next(iter(adapters.values())))["backbone"]
+        mt = cls(backbone, **kwargs)
+        for name, path in adapters.items():
+            mt.add_adapter(name, path)
+        return mt
+
+    # ------------------------------------------------------------------------------------ adapters
+
+    def add_adapter(self, name: str, path, max_length: int | None = None) -> Task:
+        """Load the adapter folder at `path` as task `name` (replacing a task of that name).
+
+        `max_length`: truncate its inputs there (the run's trainer.max_length); None: the backbone's limit.
+        """
+        if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
+            raise PastaError(f"task name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+                             "starting with a letter or digit")
+        config = read_adapter_config(path)
+        self._check_fits(name, config, path)
+        tensors = read_weights(path)
+        vectors = tensors.pop("pasta_vectors", None)
+        expected = (self.layers, config["num_vectors"], self.config.hidden_size)
+        if vectors is None or tuple(vectors.shape) != expected:
+            found = None if vectors is None else tuple(vectors.shape)
+            raise PastaError(f"adapter '{name}' ({path}): pasta_vectors has shape {found}, its config says {expected}: "
+                             "the adapter folder is damaged")
+        limit = max_length_limit(self.config) or 512
+        task = Task(name=name, path=str(path), head=config["head"], pair=config["pair"],
+                    labels=None if config["head"] == "regression" else
+                    [config["id2label"][str(i)] for i in range(config["num_labels"])],
+                    num_slots=config["num_slots"], variant=config["variant"],
+                    slot_to_vector=list(config["slot_to_vector"]), vectors=vectors.float(),
+                    model=self._head(name, config, tensors, path), max_length=min(max_length or limit, limit))
+        if task.head == "token_classification" and self._word_tokenizer is None:
+            self._word_tokenizer = load_tokenizer(self.backbone, pretokenized=True)
+        with self._lock:
+            self.tasks[name] = task
+            self._rebuild()
+        return task
+
+    def remove_adapter(self, name: str) -> None:
+        with self._lock:
+            if name not in self.tasks:
+                raise PastaError(f"no task '{name}' to remove: the tasks are {', '.join(self.tasks) or 'none'}")
+            del self.tasks[name]
+            self._rebuild()
+
+    def _check_fits(self, name: str, config: dict, path) -> None:
+        """Refuse, in one line, an adapter that cannot share this backbone's batches."""
+        where = f"adapter '{name}' ({path})"
+        if config["method"] != "pasta":
+            raise PastaError(f"{where} is a {config['method']} adapter: only PASTA adapters share a mixed batch "
+                             "(their vectors are added per row; other methods change weights every row shares); "
+                             "load it alone with pasta_cli.load_adapter")
+        ours = {"model_type": self.config.model_type, "num_layers": self.layers,
+                "hidden_size": self.config.hidden_size}
+        differ = [f"{k} {config[k]} in the adapter, {v} here" for k, v in ours.items() if config[k] != v]
+        if differ:
+            raise PastaError(f"{where} does not fit backbone '{self.backbone}': {'; '.join(differ)}")
+        if not _same_backbone(config["backbone"], self.backbone):
+            raise PastaError(f"{where} was trained on backbone '{config['backbone']}', this model's backbone is "
+                             f"'{self.backbone}': serve it on its own backbone (--backbone {config['backbone']})")
+        if config["head"] not in HEADS:
+            raise PastaError(f"{where} has head '{config['head']}': expected one of {', '.join(HEADS)}")
+        slots = count_slots(self.tokenizer, config["pair"])
+        if config["num_slots"] != slots:
+            raise PastaError(f"{where} has {config['num_slots']} slots, this tokenizer gives "
+                             f"{'pairs' if config['pair'] else 'single sentences'} {slots}")
+
+    def _head(self, name: str, config: dict, tensors: dict, path) -> nn.Module:
+        """The task's HF model class around a stand-in backbone, its head tensors assigned from the adapter."""
+        head = config["head"]
+        labels = {int(k): v for k, v in config["id2label"].items()}
+        options = {"num_labels": 1, "problem_type": "regression"} if head == "regression" else {
+            "num_labels": config["num_labels"], "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
+        cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
+        with torch.device("meta"):  # no weights are allocated: the backbone is replaced, the head assigned
+            base = {k: v for k, v in self.config.to_dict().items() if k not in ("id2label", "label2id")}
+            model = cls.from_config(type(self.config).from_dict({**base, **options}))
+        setattr(model, model.base_model_prefix, SharedOutput())
+        expected = {n for n, _ in model.named_parameters()}
+        if set(tensors) != expected:
+            raise PastaError(f"adapter '{name}' ({path}) holds head tensors {sorted(tensors)}, the {head} head of "
+                             f"this backbone has {sorted(expected)}: the adapter was made for another model")
+        model.load_state_dict(tensors, strict=False, assign=True)
+        return model.eval().to(self.device)
+
+    def _rebuild(self) -> None:
+        """One table of every task's vectors and each task's slot map into it (a few KB per task)."""
+        maps, offset, tables = [], 0, []
+        width = max((t.num_slots for t in self.tasks.values()), default=1)
+        for task in self.tasks.values():
+            m = [v + offset if v >= 0 else -1 for v in task.slot_to_vector]
+            maps.append(m + [-1] * (width - len(m)))
+            offset += task.vectors.shape[1]
+            tables.append(task.vectors)
+        hidden = self.config.hidden_size
+        self.injector.table = torch.cat([torch.zeros(self.layers, 0, hidden), *tables], dim=1).to(self.device)
+        self._maps = torch.tensor(maps or [[-1]], dtype=torch.long, device=self.device)
+        self._slots = torch.tensor([t.num_slots for t in self.tasks.values()] or [0], device=self.device)
+        self._index = {name: i for i, name in enumerate(self.tasks)}
+
+    # ------------------------------------------------------------------------------------ inputs
+
+    def parse(self, items: Sequence) -> list[tuple[Task, list]]:
+        """(task, texts) per item, or one line naming the first bad item. An item is {"task": name,
+        "text": [text] | [text, text_pair] | text} or, for token tasks, {"task": name, "tokens": [word, ...]}."""
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+            raise PastaError(f"items must be a list of {{\"task\": ..., \"text\": [...]}} objects, got "
+                             f"{type(items).__name__}")
+        with self._lock:
+            tasks = dict(self.tasks)
+        return [parse_item(f"item {i}", item, tasks) for i, item in enumerate(items)]
+
+    def encode(self, parsed: list[tuple[Task, list]]) -> list[dict]:
+        """Tokenize every row as its task was trained (one tokenizer call per kind of input): a dict of
+        input_ids, attention_mask, [token_type_ids,] special_tokens_mask, and word_starts for token rows."""
+        rows: list[dict | None] = [None] * len(parsed)
+        groups: dict[tuple, list[int]] = {}
+        for i, (task, _) in enumerate(parsed):
+            groups.setdefault((task.head == "token_classification", task.pair, task.max_length), []).append(i)
+        for (token, pair, max_length), members in groups.items():
+            texts = [parsed[i][1] for i in members]
+            options = {"truncation": True, "max_length": max_length, "return_special_tokens_mask": True}
+            if token:
+                enc = self._word_tokenizer(texts, is_split_into_words=True, **options)
+            else:
+                enc = self.tokenizer(*zip(*texts), **options) if pair else self.tokenizer([t[0] for t in texts],
+                                                                                           **options)
+            for j, i in enumerate(members):
+                rows[i] = {k: v[j] for k, v in enc.items()}
+                if token:
+                    rows[i]["word_starts"] = _first_subwords(enc.word_ids(j), len(texts[j]))
+        return rows
+
+    # ------------------------------------------------------------------------------------ forward
+
+    def logits(self, items: Sequence, batch_size: int | None = None, progress=None) -> list[torch.Tensor]:
+        """Each item's logits, in input order: (labels,) per sentence, (tokens, tags) per token row."""
+        return [out for out, _ in self._run(self.parse(items), batch_size, progress)]
+
+    def predict(self, items: Sequence, batch_size: int | None = None, progress=None) -> list[dict]:
+        """Each item's prediction, in input order: {"label", "probabilities"} | {"score"} | {"tags"}."""
+        parsed = self.parse(items)
+        return [prediction(task, out, row) for (task, _), (out, row) in zip(parsed, self._run(parsed, batch_size,
+                                                                                               progress))]
+
+    def _run(self, parsed, batch_size, progress):
+        """Length-sorted batches of every row, whatever its task; outputs returned in input order."""
+        rows = self.encode(parsed)
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        size = batch_size or max(len(rows), 1)
+        out: list = [None] * len(rows)
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            for i, logits in zip(chunk, self._forward([parsed[i][0] for i in chunk], [rows[i] for i in chunk])):
+                out[i] = (logits, rows[i])
+            if progress is not None:
+                progress.update(len(chunk))
+        return out
+
+    def _forward(self, tasks: list[Task], rows: list[dict]) -> list[torch.Tensor]:
+        features = [{k: v for k, v in r.items() if k != "word_starts"} for r in rows]
+        batch = {k: v.to(self.device) for k, v in self.tokenizer.pad(features, return_tensors="pt").items()}
+        autocast = torch.autocast(self.device.type, AMP_DTYPES[self.precision] or torch.float32,
+                                  enabled=self.precision != "fp32")
+        with self._lock, torch.inference_mode(), autocast:
+            for task in dict.fromkeys(tasks):
+                if self.tasks.get(task.name) is not task:
+                    raise PastaError(f"task '{task.name}' was removed or replaced while its rows waited: "
+                                     "send them again")
+            which = torch.tensor([self._index[t.name] for t in tasks], device=self.device)
+            self.injector.row_maps, self.injector.row_slots = self._maps[which], self._slots[which]
+            shared = self.encoder(**batch)
+            results: list = [None] * len(rows)
+            for task in dict.fromkeys(tasks):
+                mine = [i for i, t in enumerate(tasks) if t is task]
+                idx = torch.tensor(mine, device=self.device)
+                pooled = getattr(shared, "pooler_output", None)  # BERT: its pooler; others: none
+                task.model.get_submodule(task.model.base_model_prefix).output = BaseModelOutputWithPooling(
+                    last_hidden_state=shared.last_hidden_state[idx],
+                    pooler_output=None if pooled is None else pooled[idx])
+                logits = task.model(attention_mask=batch["attention_mask"][idx]).logits.float().cpu()
+                for j, i in enumerate(mine):
+                    n = len(rows[i]["input_ids"])
+                    results[i] = logits[j, :n] if task.head == "token_classification" else logits[j]
+        return results
+
+
+def parse_item(where: str, item, tasks: Mapping[str, Task]) -> tuple[Task, list]:
+    """One item's (task, texts), or one line naming the item (`where`: "item 3", a file's line) and what
+    would be right."""
+    if not isinstance(item, Mapping):
+        raise PastaError(f"{where}: expected an object {{\"task\": ..., \"text\": [...]}}, got {type(item).__name__}")
+    name = item.get("task")
+    if not isinstance(name, str) or name not in tasks:
+        raise PastaError(f"{where}: unknown task {name!r}: the tasks are {', '.join(sorted(tasks)) or 'none'}")
+    task = tasks[name]
+    if task.head == "token_classification":
+        tokens = item.get("tokens")
+        if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) and t.strip() for t in tokens)):
+            raise PastaError(f"{where}: task '{name}' tags words: give \"tokens\": a non-empty list of words, "
+                             f"got {_short(tokens)}")
+        return task, tokens
+    text = item.get("text")
+    text = [text] if isinstance(text, str) else text
+    want = 2 if task.pair else 1
+    if not (isinstance(text, list) and len(text) == want and all(isinstance(t, str) for t in text)):
+        shape = "[first, second] (a sentence pair)" if task.pair else "[text] or a string (one sentence)"
+        raise PastaError(f"{where}: task '{name}' takes \"text\": {shape}, got {_short(text)}")
+    return task, text
+
+
+def prediction(task: Task, logits: torch.Tensor, row: dict) -> dict:
+    """What a user reads: a label with its probabilities, a score, or one tag per word (None for a
+    word cut off at the task's max_length)."""
+    if task.head == "regression":
+        return {"score": float(logits[0])}
+    if task.head == "token_classification":
+        ids = logits.argmax(-1).tolist()
+        starts = row["word_starts"]
+        return {"tags": [task.labels[ids[p]] if p is not None else None for p in starts]}
+    probs = logits.softmax(-1).tolist()
+    return {"label": task.labels[int(logits.argmax())], "probabilities": dict(zip(task.labels, probs))}
+
+
+def _first_subwords(word_ids: list, words: int) -> list[int | None]:
+    """Position of each word's first sub-word (None for a word truncation cut off), as encode() scores them."""
+    starts: dict[int, int] = {}
+    for pos, w in enumerate(word_ids):
+        if w is not None and w not in starts:
+            starts[w] = pos
+    return [starts.get(w) for w in range(words)]
+
+
+def _same_backbone(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        return Path(resolve(a)).resolve() == Path(resolve(b)).resolve()
+    except PastaError:
+        return False
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
