@@ -59,6 +59,14 @@ def count_slots(tokenizer, pair: bool) -> int:
     return n
 
 
+def number_slots(is_special: torch.Tensor) -> torch.Tensor:
+    """(batch, length) slot number of every special token (the p-th of its row is slot p), -1 elsewhere.
+
+    The one definition of a slot's number, shared by the injector and the attention analysis.
+    """
+    return torch.where(is_special, is_special.long().cumsum(dim=1) - 1, -1)
+
+
 class PastaInjector(nn.Module):
     """Holds the PASTA vectors and adds them at the special-token slots of each layer's input."""
 
@@ -98,8 +106,8 @@ class PastaInjector(nn.Module):
         if attention_mask is not None:
             is_special = is_special & attention_mask.bool()
         self._check_input_form(is_special.sum(dim=1))
-        slot = is_special.long().cumsum(dim=1) - 1
-        in_range = is_special & (slot < self.num_slots)
+        slot = number_slots(is_special)
+        in_range = slot.ge(0) & (slot < self.num_slots)
         vector = self.slot_to_vector[slot.clamp(0, self.num_slots - 1)]
         rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)
         self._where = (rows, cols, vector[rows, cols])
