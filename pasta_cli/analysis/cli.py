@@ -16,6 +16,7 @@ import os
 import sys
 from pathlib import Path
 
+from datasets import disable_progress_bars
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from transformers.utils import logging as hf_logging
@@ -67,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would bury the one error line
+    hf_logging.disable_progress_bar()  # "Loading weights" and "tokenizing" bars would bury the one error line
+    disable_progress_bars()
     p = parser()
     # overrides may come before, between or after the options (argparse alone keeps them before)
     a, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
