@@ -3,6 +3,7 @@ output_attentions, hand-built attention, a model without PASTA, the vectors' own
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from pasta_cli.adapter import save_adapter
 from pasta_cli.analysis import cli
 from pasta_cli.analysis.heads import ARGMAX_RULE, MASS_RULE, HeadStats, analyze
 from pasta_cli.analysis.subject import Subject, forward, vectors_kept
-from pasta_cli.config import compose
+from pasta_cli.config import STAMP_ENV, compose
 from pasta_cli.pasta import add_pasta
 
 PAIRS = (["the man eats", "a dog", "the big red cat sees the small blue dog in the park"],
@@ -217,7 +218,9 @@ def test_heads_and_ablate_write_their_numbers_and_figures(tmp_path, backbone, ru
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, backbone, run_config, capsys):
-    assert cli.main(["ablate", str(tmp_path / "nowhere")]) == 2
+    stamp = os.environ.get(STAMP_ENV)
+    assert cli.main(["ablate", str(tmp_path / "nowhere")]) == 2  # no --out: the default folder is named
+    assert os.environ.get(STAMP_ENV) == stamp  # ... without fixing later pasta-train runs' folder stamp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "does not exist" in err and "run folder" in err
     make_run(tmp_path / "run", backbone, run_config)

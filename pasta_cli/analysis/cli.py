@@ -21,7 +21,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from transformers.utils import logging as hf_logging
 
-from pasta_cli.config import run_stamp
+from pasta_cli.config import time_stamp
 from pasta_cli.errors import PastaError
 
 PROG = "pasta-analyze"
@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         from pasta_cli.analysis import norms as module
     else:
         from pasta_cli.analysis import ablate as module
-    out = a.out or Path("outputs") / "analysis" / a.command / run_stamp()
+    # time_stamp, not run_stamp: run_stamp also sets PASTA_RUN_STAMP for a sweep's jobs, which would give every
+    # later pasta-train started from this process (a test's subprocess) the same folder
+    out = a.out or Path("outputs") / "analysis" / a.command / time_stamp()
     try:
         record = module.command(a, out)
     except PastaError as e:
