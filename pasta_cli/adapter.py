@@ -106,17 +106,18 @@ def _check_shape(config: dict, model, directory) -> None:
         )
 
 
-def load_adapter(directory, backbone: str | None = None):
+def load_adapter(directory, backbone: str | None = None, attn_implementation: str | None = "sdpa"):
     """Rebuild (model, tokenizer) from an adapter folder onto a fresh backbone; one call for every method.
 
     `backbone`: load onto this hub id or folder instead of the one the adapter names (same shape required).
+    `attn_implementation`: "eager" where attention weights are wanted (pasta-analyze heads).
     """
     config = read_adapter_config(directory)
     method = get_method(config["method"])
     name = backbone or config["backbone"]
     head = config["head"]
     tokenizer = load_tokenizer(name, pretokenized=head == "token_classification")
-    model = load_model(name, head, config["num_labels"], config.get("id2label"))
+    model = load_model(name, head, config["num_labels"], config.get("id2label"), attn_implementation)
     if model.config.model_type != config["model_type"] and backbone is None:
         raise PastaError(f"backbone '{name}' is a {model.config.model_type}, "
                          f"the adapter needs a {config['model_type']}")

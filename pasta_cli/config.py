@@ -95,12 +95,17 @@ class TrainConfig:
 ConfigStore.instance().store(name="pasta_train_schema", node=TrainConfig)
 
 
+def time_stamp() -> str:
+    """Now, as folder names spell it (milliseconds: two quick runs get two folders)."""
+    return datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")[:-3]
+
+
 def run_stamp() -> str:
     """The run folder's time stamp. Under torchrun every rank must get the same one, whatever its
     clock says, so the launcher's rank 0 decides it and passes it through PASTA_RUN_STAMP."""
     stamp = os.environ.get(STAMP_ENV)
     if not stamp:
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")[:-3]
+        stamp = time_stamp()
         os.environ[STAMP_ENV] = stamp  # multirun jobs of one sweep share it too
     return stamp
 

@@ -7,7 +7,9 @@ never a truncated one, and the temporary file is removed when the write fails.
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import json
 import os
 import shutil
@@ -79,3 +81,12 @@ def jsonl(records: Iterable) -> str:
 def write_tsv(path, header: tuple, rows: Iterable[tuple]) -> Path:
     lines = ["\t".join(header)] + ["\t".join(str(v) for v in row) for row in rows]
     return write_atomic(path, "\n".join(lines) + "\n")
+
+
+def write_csv(path, rows: list[dict]) -> Path:
+    """Rows of one shape as a CSV file with a header (the first row's keys)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else [], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_atomic(path, out.getvalue())

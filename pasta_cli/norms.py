@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pasta_cli.files import write_atomic
+from pasta_cli.plots import pyplot, save_png
 
 
 def slot_names(tokenizer, pair: bool) -> list[str]:
@@ -32,25 +32,23 @@ def slot_norms(injector) -> np.ndarray:
     return table
 
 
-def norms_heatmap(injector, names: list[str], path: Path, title: str = "") -> Path:
-    """The paper's Figure 4: rows = layers (input layer at the bottom), columns = slots, colour = L2 norm."""
-    # matplotlib costs about half a second to import: deferred so that loading an adapter does not pay it
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window: runs on machines without a display
-    import matplotlib.pyplot as plt
-
-    table = slot_norms(injector)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 1.2 + 0.28 * len(table)))
-    im = ax.imshow(table, aspect="auto", origin="lower", cmap="viridis")
+def draw_norms(ax, table: np.ndarray, names: list[str], title: str, vmin=None, vmax=None):
+    """One Figure 4 panel on `ax`: rows = layers (input layer at the bottom), columns = slots, colour = L2
+    norm; returns the image for a colour bar. vmin/vmax: a scale shared by several panels."""
+    im = ax.imshow(table, aspect="auto", origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(len(names)), names)
     ax.set_yticks(range(len(table)), [str(i) for i in range(len(table))])
     ax.set_ylabel("layer")
-    ax.set_title(title or "PASTA vector L2 norm", fontsize=9)
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def norms_heatmap(injector, names: list[str], path: Path, title: str = "") -> Path:
+    """The paper's Figure 4 for one injector, as a PNG at `path`."""
+    plt = pyplot()
+    table = slot_norms(injector)
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 1.2 + 0.28 * len(table)))
+    im = draw_norms(ax, table, names, title or "PASTA vector L2 norm")
     fig.colorbar(im, ax=ax, label="L2 norm")
     fig.tight_layout()
-    try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return save_png(fig, path)

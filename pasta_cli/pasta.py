@@ -59,6 +59,14 @@ def count_slots(tokenizer, pair: bool) -> int:
     return n
 
 
+def number_slots(is_special: torch.Tensor) -> torch.Tensor:
+    """(batch, length) slot number of every special token (the p-th of its row is slot p), -1 elsewhere.
+
+    The one definition of a slot's number, shared by the injector and the attention analysis.
+    """
+    return torch.where(is_special, is_special.long().cumsum(dim=1) - 1, -1)
+
+
 def special_tokens(input_ids, slot_token_ids, attention_mask=None, special_tokens_mask=None) -> torch.Tensor:
     """Where the tokenizer's template put a special token (its special_tokens_mask, or, without
     that mask, a template id); padding never counts; [UNK]/[MASK] are not template ids."""
@@ -80,8 +88,8 @@ def slot_positions(is_special: torch.Tensor, slot_to_vector: torch.Tensor):
     Slots beyond P (a literal special token in text tokenized without the mask) get no vector.
     """
     num_slots = slot_to_vector.shape[-1]
-    slot = is_special.long().cumsum(dim=1) - 1
-    in_range = is_special & (slot < num_slots)
+    slot = number_slots(is_special)
+    in_range = slot.ge(0) & (slot < num_slots)
     slot = slot.clamp(0, num_slots - 1)
     vector = slot_to_vector[slot] if slot_to_vector.dim() == 1 else slot_to_vector.gather(1, slot)
     rows, cols = torch.nonzero(in_range & (vector >= 0), as_tuple=True)

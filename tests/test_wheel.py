@@ -67,6 +67,9 @@ def test_installed_pasta_train_runs_the_builtin_task_from_an_empty_folder(instal
     assert out.returncode == 0, out.stderr[-3000:]
     results = list((tmp_path / "outputs" / "runs" / "builtin").rglob("results.json"))
     assert len(results) == 1  # under the current folder's outputs/
+    analysis = run(env_dir, tmp_path, str(env_dir / "bin" / "pasta-analyze"), "norms", str(results[0].parent))
+    assert analysis.returncode == 0, analysis.stderr[-3000:]  # the analysis package ships too
+    assert len(list((tmp_path / "outputs" / "analysis" / "norms").rglob("norms.csv"))) == 1
 
 
 def test_installed_pasta_train_runs_a_users_own_task_yaml(installed, tmp_path):
