@@ -198,7 +198,8 @@ def test_norms_csv_equals_the_vectors_l2_norms(tmp_path, backbone, run_config):
 def test_heads_and_ablate_write_their_numbers_and_figures(tmp_path, backbone, run_config, capsys):
     make_run(tmp_path / "run", backbone, run_config)
     heads_out, ablate_out = tmp_path / "heads", tmp_path / "ablate"
-    assert cli.main(["heads", "--adapter", str(tmp_path / "run"), "--samples", "10", "--batch-size", "4",
+    # the spelling, adapter=PATH (the same as --adapter PATH, which docs/WHY.md uses)
+    assert cli.main(["heads", f"adapter={tmp_path / 'run'}", "--samples", "10", "--batch-size", "4",
                      "--out", str(heads_out)]) == 0
     record = json.loads((heads_out / "heads.json").read_text())
     assert record["inputs"]["examples"] == 10 and set(record["states"]) == {"frozen", "adapter"}

@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     heads = sub.add_parser("heads", help="attention on special tokens per layer x head; vertical heads (Figure 5)")
     heads.add_argument("overrides", nargs="*", help="task=rte task.data_dir=... model=minilm (as for pasta-train)")
     heads.add_argument("--adapter", help="a run folder or adapter folder: the same with its vectors added, "
-                                         "beside the frozen backbone")
+                                         "beside the frozen backbone (also written adapter=PATH)")
     heads.add_argument("--sentence", metavar="TEXT", help="analyse this one sentence instead of a task sample")
     heads.add_argument("--sentence2", metavar="TEXT", help="with --sentence: the pair's second sentence")
     heads.add_argument("--split", help="the task split to sample (default: its first evaluation split)")
@@ -78,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         a.overrides = [*a.overrides, *extra]
+    spelled = [o for o in getattr(a, "overrides", []) if o.startswith("adapter=")]
+    if spelled and hasattr(a, "adapter"):  # `adapter=PATH`, pasta-train's spelling, is --adapter PATH
+        if a.adapter or len(spelled) > 1:
+            p.error("give the adapter once (adapter=PATH or --adapter PATH)")
+        a.adapter = spelled[0].removeprefix("adapter=")
+        a.overrides = [o for o in a.overrides if o not in spelled]
     # each subcommand's module loads torch and transformers: imported only for the command run
     if a.command == "heads":
         from pasta_cli.analysis import heads as module
