@@ -22,22 +22,23 @@ from pasta_cli.files import jsonl, write_atomic, write_json, write_tsv
 from pasta_cli.modeling import parameter_counts
 
 FIGURE = "norms.png"
+CONFIG, METRICS, RESULTS, ADAPTER = "config.yaml", "metrics.jsonl", "results.json", "adapter"  # the names above
 
 
 def write_config(run_dir: Path, cfg) -> None:
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomic(run_dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def write_metrics(run_dir: Path, records: list[dict]) -> None:
     """metrics.jsonl holding exactly these records, rewritten whole at every evaluation (a few KB): a
     crash or a full disk mid-write leaves the previous file, never a cut line, and a resumed run's
     file holds exactly the evaluations its checkpoint knows."""
-    write_atomic(run_dir / "metrics.jsonl", jsonl(records))
+    write_atomic(run_dir / METRICS, jsonl(records))
 
 
 def save_best(run, run_dir: Path) -> None:
     cfg = run.cfg
-    save_adapter(run.model, run_dir / "adapter", backbone=cfg.model.name_or_path, head=run.head,
+    save_adapter(run.model, run_dir / ADAPTER, backbone=cfg.model.name_or_path, head=run.head,
                  pair=run.task.pair, task=run.task.name, method=run.method.name,
                  settings=OmegaConf.to_container(cfg.method, resolve=True))
 
@@ -87,7 +88,7 @@ def results(run, state) -> dict:
 
 
 def write_results(run_dir: Path, record: dict) -> None:
-    write_json(run_dir / "results.json", record)
+    write_json(run_dir / RESULTS, record)
 
 
 def summary_lines(record: dict, run_dir: Path) -> list[str]:

@@ -27,11 +27,11 @@ from omegaconf import OmegaConf
 
 from pasta_cli.errors import PastaError
 from pasta_cli.files import write_atomic
+from pasta_cli.training.artifacts import ADAPTER, CONFIG, METRICS, RESULTS
 from pasta_cli.training.checkpoint import CHECKPOINT
 
 log = logging.getLogger("pasta")
-RESULTS = "results.json"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "adapter", RESULTS)  # what makes a folder a run's
+RUN_FILES = (CONFIG, METRICS, Path(CHECKPOINT).parts[0], ADAPTER, RESULTS)  # what makes a folder a run's
 HYDRA_FILES = ".hydra"
 
 
