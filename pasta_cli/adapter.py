@@ -63,7 +63,8 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
                 raise write_error(directory, e) from e
         write_json(directory / SIDECAR_NAME, config)
         return directory
-    tensors = {n: t.float().cpu().contiguous() for n, t in m.state(model).items()}
+    # floats as fp32; integer tensors (Diff-Prune's indices) as they are: fp32 would round indices past 2**24
+    tensors = {n: (t.float() if t.is_floating_point() else t).cpu().contiguous() for n, t in m.state(model).items()}
     write_atomic(directory / WEIGHTS_NAME, lambda path: save_file(tensors, path, metadata={"format": "pt"}))
     write_json(directory / CONFIG_NAME, config)
     return directory

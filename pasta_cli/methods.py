@@ -47,6 +47,27 @@ class Method:
         """The method's own picture of what it learned, if it has one."""
         return None
 
+    def param_groups(self, model: nn.Module, params: list[nn.Parameter]) -> list:
+        """What the optimiser gets: the trainable parameters, or groups of them with their own settings."""
+        return params
+
+    def after_step(self, model: nn.Module, step: int, total_steps: int, scheduler) -> None:
+        """Called after every optimiser step (`step` counts from 1), before evaluation and checkpoints."""
+
+
+def load_head(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Copy an adapter's head tensors into the model's head; names and shapes must agree."""
+    head = head_parameters(model)
+    if set(tensors) != set(head):
+        raise PastaError(f"adapter in '{where}' has head tensors {sorted(tensors)}; "
+                         f"this model's head is {sorted(head)}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if head[name].shape != value.shape:
+                raise PastaError(f"adapter tensor '{name}' {tuple(value.shape)} does not fit this model's head "
+                                 f"{tuple(head[name].shape)}")
+            head[name].copy_(value)
+
 
 class Pasta(Method):
     """PASTA: one vector per (layer, special-token slot); the adapter is `pasta_vectors` + the head."""
@@ -70,22 +91,45 @@ class Pasta(Method):
             found = None if vectors is None else tuple(vectors.shape)
             raise PastaError(f"adapter in '{where}': pasta_vectors has shape {found}, the model expects "
                              f"{tuple(model.pasta.vectors.shape)} (variant {model.pasta.variant})")
-        head = head_parameters(model)
-        if set(tensors) != set(head):
-            raise PastaError(f"adapter in '{where}' has head tensors {sorted(tensors)}; "
-                             f"this model's head is {sorted(head)}")
+        load_head(model, tensors, where)
         with torch.no_grad():
             model.pasta.vectors.copy_(vectors)
-            for name, value in tensors.items():
-                if head[name].shape != value.shape:
-                    raise PastaError(f"adapter tensor '{name}' {tuple(value.shape)} does not fit this model's head "
-                                     f"{tuple(head[name].shape)}")
-                head[name].copy_(value)
 
     def figure(self, model, tokenizer, pair, path, title):
         if model.pasta.num_vectors == 0:
             return None  # classifier_only has no vectors to draw
         return norms.norms_heatmap(model.pasta, norms.slot_names(tokenizer, pair), path, title)
+
+
+class DiffPruning(Method):
+    """Diff pruning: the adapter holds the non-zero diffs (`diff_indices` into the backbone's parameters in named
+    order, `diff_values`) and the head; loading fixes the mask there (baselines/diff_prune.py)."""
+
+    def describe(self, model, settings):
+        d = model.diff_prune
+        return {**super().describe(model, settings), "num_diffs": d.keep, "backbone_size": d.size}
+
+    def state(self, model):
+        index, values = model.diff_prune.sparse_diff()
+        head = {n: p.detach() for n, p in head_parameters(model).items()}
+        return {"diff_indices": index, "diff_values": values, **head}
+
+    def load_state(self, model, tensors, where):
+        tensors = dict(tensors)
+        index, values = tensors.pop("diff_indices", None), tensors.pop("diff_values", None)
+        d = model.diff_prune
+        if index is None or values is None or index.shape != (d.keep,) or values.shape != (d.keep,) \
+                or index.is_floating_point() or (d.keep and not 0 <= int(index.min()) <= int(index.max()) < d.size):
+            raise PastaError(f"adapter in '{where}' needs diff_indices and diff_values of {d.keep} entries, indices "
+                             f"into a backbone of {d.size:,} weights: it was saved from another model or is damaged")
+        load_head(model, tensors, where)
+        d.set_sparse(index.long(), values.to(d.w[0].dtype))
+
+    def param_groups(self, model, params):
+        return baselines.diff_prune_param_groups(model, params)
+
+    def after_step(self, model, step, total_steps, scheduler):
+        baselines.diff_prune_after_step(model, step, total_steps, scheduler)
 
 
 def _pasta(model, tokenizer, s, pair):
@@ -103,6 +147,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         target_modules=s.get("target_modules")), ("r", "alpha", "dropout", "target_modules"), peft=True),
     Method("prefix", lambda model, tok, s, pair: baselines.apply_prefix(
         model, length=s.get("length", 20), dropout=s.get("dropout", 0.1)), ("length", "dropout")),
+    Method("adapter", lambda model, tok, s, pair: baselines.apply_adapter(
+        model, size=s.get("size", 64), init_std=s.get("init_std", baselines.ADAPTER_INIT_STD)), ("size", "init_std")),
+    DiffPruning("diff_prune", lambda model, tok, s, pair: baselines.apply_diff_prune(
+        model, sparsity=s.get("sparsity", 0.005), penalty=s.get("penalty", 1.25e-7),
+        alpha_init=s.get("alpha_init", 5.0), l0_fraction=s.get("l0_fraction", 0.5), alpha_lr=s.get("alpha_lr", 0.1),
+        finetune_lr=s.get("finetune_lr")), ("sparsity",)),
 )}
 
 

@@ -17,8 +17,8 @@ from torch import nn
 from pasta_cli.errors import PastaError
 
 # Name fragments of the parameters a method adds to a model (PASTA's vectors, P-tuning v2's
-# prefixes, LoRA's matrices): neither backbone nor head.
-ADDED = ("pasta.", "prefix_encoder.", "lora_")
+# prefixes, LoRA's matrices, Houlsby's adapters, Diff-Prune's diffs and gates): neither backbone nor head.
+ADDED = ("pasta.", "prefix_encoder.", "lora_", "houlsby_adapters.", "diff_prune.")
 # precision name -> autocast dtype (None: plain fp32), for training and inference alike
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -109,8 +109,8 @@ def parameter_counts(model: nn.Module) -> dict:
     """Trainable parameters the way the paper counts them, for every method alike.
 
     backbone: the pretrained backbone (what a method adds excluded); method: what the method trains
-    besides the head (PASTA's vectors, BitFit's biases, LoRA's matrices, ...); head: the trainable
-    head; trainable: all of it. Percentages are of the backbone, as the paper reports them.
+    besides the head (PASTA's vectors, BitFit's biases, LoRA's matrices, Diff-Prune's kept diffs, ...);
+    head: the trainable head; trainable: all of it. Percentages are of the backbone, as the paper reports them.
     """
     inner = hf_model(model)
     prefix = inner.base_model_prefix + "."
@@ -124,6 +124,13 @@ def parameter_counts(model: nn.Module) -> dict:
             else:
                 head += p.numel()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for module in inner.modules():
+        # a method that trains more than it keeps (Diff-Prune: dense diffs and gates, stored as its non-zero
+        # diffs) says what it keeps; that is its count, as its paper's
+        stored = getattr(module, "stored_parameters", None)
+        if stored is not None:
+            trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            method, trainable = method - trained + stored, trainable - trained + stored
     return {"backbone": backbone, "method": method, "head": head, "trainable": trainable,
             "method_pct": 100.0 * method / backbone, "trainable_pct": 100.0 * trainable / backbone}
 

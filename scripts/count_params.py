@@ -32,6 +32,8 @@ METHODS = {  # settings as the recipes give them (paper.yaml recipes)
     "BitFit": ({"name": "bitfit"}, True),
     "LoRA (r 8, query/value)": ({"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0}, True),
     "P-tuning v2 (length 20)": ({"name": "prefix", "length": 20, "dropout": 0.1}, True),
+    "Adapter (size 64)": ({"name": "adapter", "size": 64}, True),
+    "Diff-Prune (0.5%)": ({"name": "diff_prune", "sparsity": 0.005}, True),
 }
 
 

@@ -94,7 +94,8 @@ def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn
 
 
 def setup_optimizer(cfg, params, total_steps: int):
-    """AdamW with warm-up, then the recipe's schedule (linear decay, or constant), and fp16's loss scaler."""
+    """AdamW with warm-up, then the recipe's schedule (linear decay, or constant), and fp16's loss scaler.
+    `params`: the trainable parameters, or the method's groups of them (Diff-Prune's gates have their own lr)."""
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
     warmup = int(o.warmup_ratio * total_steps)
@@ -127,7 +128,7 @@ def build(cfg, task: TaskData | None = None) -> Run:
     world = dist.world_size()
     lengths = [len(x) for x in data["train"]["input_ids"]]
     total_steps = count_steps(cfg, len(lengths), world)
-    optimizer, scheduler, scaler = setup_optimizer(cfg, params, total_steps)
+    optimizer, scheduler, scaler = setup_optimizer(cfg, method.param_groups(model, params), total_steps)
     return Run(cfg=cfg, device=device, device_type=device_type, world=world, rank=dist.rank(), task=task,
                tokenizer=tokenizer, data=data, collate=collate, method=method, model=model, module=module,
                params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,

@@ -129,6 +129,7 @@ def fit(run: Run, run_dir: Path, logger) -> TrainState:
             micro = [to_device(run, run.collate([run.train_rows[i] for i in rank_slice(b, run.rank, run.world)]))
                      for b in group]
             loss = train_step(run, micro)
+            run.method.after_step(run.model, state.step + 1, run.total_steps, run.scheduler)  # Diff-Prune's projection
             loss_sum, loss_n = loss_sum + loss * len(micro), loss_n + len(micro)
             state.batch += len(group)
             state.step += 1

@@ -1,0 +1,187 @@
+"""Diff pruning (Guo, Rush and Kim, ACL 2021), implemented here: PEFT has no diff pruning; the authors' code
+(dguo98/DiffPruning) patches transformers 2.x. Each pretrained weight theta stays frozen; the task trains
+
+    theta + z * w,   z = min(1, max(0, sigmoid(log u - log(1 - u) + alpha) (r - l) + l)),   u ~ U(0, 1)
+
+per parameter (unstructured): w the diff, alpha the log-odds of its gate, the stretched hard-concrete of
+Louizos et al. with l = -1.5, r = 1.5 and no temperature, as their code. The loss adds the expected L0 norm,
+lambda * sum sigmoid(alpha - log(-l / r)). Outside training the gate is deterministic,
+min(1, max(0, sigmoid(alpha) (r - l) + l)).
+
+Two phases in one run, as the authors' three scripts (L0 training, magnitude pruning, fixed-mask fine-tuning):
+for the first `l0_fraction` of the optimiser steps the diff and the gates train with the L0 penalty; then
+the diff z * w is projected onto its `sparsity` x (backbone size) largest magnitudes (one global top-k), its
+gates are set to exactly open (alpha = +SHUT) or shut (-SHUT), and the kept diffs train on with that mask and no
+penalty, at `finetune_lr`. Evaluation always sees the projected model (a cached top-k while the gates still
+train), so the model picked on dev is the one the adapter stores: the non-zero diffs (flat indices into the
+backbone's parameters in named order, and values) and the head.
+
+Mechanism: torch's parametrize (`register_parametrization`) on every backbone parameter, so every module
+keeps its class; the diffs and gates live on the model as `diff_prune`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from pasta_cli.errors import PastaError
+from pasta_cli.modeling import accept_special_tokens_mask, freeze_backbone
+
+DIFF_MODULE = "diff_prune"   # attribute on the model (modeling.ADDED)
+STRETCH = (-1.5, 1.5)        # hard-concrete (l, r), the authors' --concrete_lower/upper
+SHUT = 1.0e4                 # |alpha| of a projected gate: sigmoid(+-1e4 + logit noise) is exactly 1 or 0 in fp32
+
+
+def hard_concrete(alpha: torch.Tensor, training: bool) -> torch.Tensor:
+    """The gate z in [0, 1]: sampled while training, its deterministic value otherwise."""
+    low, high = STRETCH
+    if training:
+        u = torch.rand_like(alpha).clamp_(1e-4, 1 - 1e-4)  # the authors' clamp
+        s = torch.sigmoid(u.log() - (1 - u).log() + alpha)
+    else:
+        s = torch.sigmoid(alpha)
+    return (s * (high - low) + low).clamp(0.0, 1.0)
+
+
+class DiffPrune(nn.Module):
+    """The diff `w` and gate logits `alpha` of every backbone parameter, in the backbone's named order."""
+
+    def __init__(self, shapes: list[tuple[str, torch.Size]], sparsity: float, penalty: float, alpha_init: float,
+                 l0_fraction: float, alpha_lr: float, finetune_lr: float | None, device=None):
+        super().__init__()
+        self.names = [n for n, _ in shapes]
+        self.w = nn.ParameterList(nn.Parameter(torch.zeros(s, device=device)) for _, s in shapes)
+        self.alpha = nn.ParameterList(nn.Parameter(torch.full(s, float(alpha_init), device=device)) for _, s in shapes)
+        self.size = sum(math.prod(s) for _, s in shapes)
+        self.keep = max(1, round(sparsity * self.size))
+        self.penalty, self.l0_fraction, self.alpha_lr, self.finetune_lr = penalty, l0_fraction, alpha_lr, finetune_lr
+        self._eval_cache: tuple[int, list[torch.Tensor]] | None = None
+
+    @property
+    def stored_parameters(self) -> int:
+        """What the adapter keeps of the diff (modeling.parameter_counts counts this, not w and alpha)."""
+        return self.keep
+
+    def projected(self) -> bool:
+        """Whether the mask is fixed: projected gates sit at +-SHUT, never reached by training (one element read)."""
+        return bool(self.alpha[0].detach().reshape(-1)[0].abs() > SHUT / 2)
+
+    def diff(self, i: int) -> torch.Tensor:
+        if not self.training:
+            return self._eval_diffs()[i]
+        return hard_concrete(self.alpha[i], True) * self.w[i]
+
+    def l0_penalty(self) -> torch.Tensor:
+        """lambda x the expected number of open gates (the authors' l0_pen)."""
+        low, high = STRETCH
+        shift = math.log(-low / high)
+        return self.penalty * sum(torch.sigmoid(a - shift).sum() for a in self.alpha)
+
+    @torch.no_grad()
+    def sparse_diff(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flat indices, values) of the `keep` largest-magnitude diffs over all parameters, indices sorted."""
+        flat = torch.cat([(hard_concrete(a, False) * w).reshape(-1) for w, a in zip(self.w, self.alpha)])
+        index = flat.abs().topk(self.keep, sorted=False).indices.sort().values
+        return index, flat[index]
+
+    def _eval_diffs(self) -> list[torch.Tensor]:
+        """The projected diffs, recomputed only when w or alpha changed (their in-place version counters)."""
+        version = sum(p._version for p in self.parameters())
+        if self._eval_cache is None or self._eval_cache[0] != version:
+            index, values = self.sparse_diff()
+            self._eval_cache = (version, self._scatter(index, values))
+        return self._eval_cache[1]
+
+    def _scatter(self, index: torch.Tensor, values: torch.Tensor) -> list[torch.Tensor]:
+        """Dense per-parameter diffs from flat (index, values)."""
+        flat = torch.zeros(self.size, device=values.device, dtype=values.dtype)
+        flat[index] = values
+        return [d.view_as(w) for d, w in zip(flat.split([w.numel() for w in self.w]), self.w)]
+
+    @torch.no_grad()
+    def set_sparse(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        """Fix the mask at `index` with diffs `values` (the projection, and loading an adapter)."""
+        opened = self._scatter(index, torch.ones_like(values))
+        for w, a, d, o in zip(self.w, self.alpha, self._scatter(index, values), opened):
+            w.copy_(d)
+            a.copy_(torch.where(o > 0, SHUT, -SHUT))
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.set_sparse(*self.sparse_diff())
+
+
+class PlusDiff(nn.Module):
+    """theta -> theta + diff: the parametrization of one backbone parameter (the diffs live on `DiffPrune`)."""
+
+    def __init__(self, owner: DiffPrune, i: int):
+        super().__init__()
+        self.__dict__["owner"] = owner  # a plain attribute: the diffs are registered once, on the model
+        self.i = i
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return theta + self.owner.diff(self.i).to(theta.dtype)
+
+
+def backbone_parameters(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
+    """(module, attribute, name) of every backbone parameter, in named order (the flat index's order)."""
+    prefix = model.base_model_prefix + "."
+    modules = dict(model.named_modules())
+    out = []
+    for name, _ in model.named_parameters():
+        if name.startswith(prefix):
+            owner, _, attr = name.rpartition(".")
+            out.append((modules[owner], attr, name))
+    return out
+
+
+def apply_diff_prune(model: nn.Module, sparsity: float = 0.005, penalty: float = 1.25e-7, alpha_init: float = 5.0,
+                     l0_fraction: float = 0.5, alpha_lr: float = 0.1, finetune_lr: float | None = None) -> nn.Module:
+    """A gated diff on every backbone parameter; diffs, gates and the head train (the pretrained weights never do)."""
+    if hasattr(model, DIFF_MODULE):
+        raise PastaError("apply_diff_prune was already applied to this model")
+    if not 0 < sparsity <= 1:
+        raise PastaError(f"method.sparsity {sparsity}: give the fraction of backbone weights the diff may change, "
+                         "in (0, 1] (Guo et al.: 0.005)")
+    if not 0 <= l0_fraction <= 1:
+        raise PastaError(f"method.l0_fraction {l0_fraction}: give the share of steps before the projection, in [0, 1]")
+    targets = backbone_parameters(model)
+    freeze_backbone(model)
+    device = next(model.parameters()).device
+    diffs = DiffPrune([(n, getattr(m, a).shape) for m, a, n in targets], sparsity, penalty, alpha_init,
+                      l0_fraction, alpha_lr, finetune_lr, device)
+    diffs.train(model.training)
+    setattr(model, DIFF_MODULE, diffs)
+    for i, (module, attr, _) in enumerate(targets):
+        # unsafe: skip the trial forward (theta + diff keeps shape and dtype; the trial would run a global top-k)
+        parametrize.register_parametrization(module, attr, PlusDiff(diffs, i), unsafe=True)
+
+    def add_l0_penalty(module, args, kwargs, output):
+        # the loss the runner backpropagates is the model's: the L0 term joins it here, while the gates train
+        if module.training and getattr(output, "loss", None) is not None and not diffs.projected():
+            output.loss = output.loss + diffs.l0_penalty()
+        return output
+
+    model.register_forward_hook(add_l0_penalty, with_kwargs=True)
+    accept_special_tokens_mask(model)
+    return model
+
+
+def param_groups(model: nn.Module, params: list[nn.Parameter]) -> list[dict]:
+    """The gates on their own learning rate (the authors' alpha optimiser: lr 0.1), everything else on optim.lr."""
+    gates = {id(p) for p in getattr(model, DIFF_MODULE).alpha}
+    rest = [p for p in params if id(p) not in gates]
+    return [{"params": rest}, {"params": [p for p in params if id(p) in gates], "lr": model.diff_prune.alpha_lr}]
+
+
+def after_step(model: nn.Module, step: int, total_steps: int, scheduler) -> None:
+    """At the end of the L0 phase: project to the exact sparsity and move the diffs to the fine-tuning rate."""
+    diffs = getattr(model, DIFF_MODULE)
+    if step == max(1, round(diffs.l0_fraction * total_steps)) and not diffs.projected():
+        diffs.project()
+        if diffs.finetune_lr:
+            scheduler.base_lrs[0] = diffs.finetune_lr  # group 0: diffs and head (param_groups)

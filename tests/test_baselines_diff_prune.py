@@ -1,0 +1,159 @@
+"""Diff pruning against independent computations: an all-zero diff is the frozen model, the L0 term and the
+projected weights written out by hand, bit-identical pretrained weights after training, the exact number of
+saved non-zeros, identical logits after reload, and BERT-large's count by formula."""
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_models import FAMILIES, tiny
+from transformers import BertConfig, BertForSequenceClassification
+
+from pasta_cli.adapter import load_adapter, save_adapter
+from pasta_cli.baselines import apply_diff_prune
+from pasta_cli.baselines.diff_prune import SHUT
+from pasta_cli.errors import PastaError
+from pasta_cli.methods import get_method
+from pasta_cli.modeling import parameter_counts
+
+A, B = ["the man eats food", "a dog"], ["the cat", "hello world sentence"]
+LABELS = torch.tensor([0, 1])
+
+
+def encode(tok):
+    return tok(A, B, padding=True, return_tensors="pt", return_special_tokens_mask=True)
+
+
+def plain(enc):
+    return {k: v for k, v in enc.items() if k != "special_tokens_mask"}
+
+
+def backbone_weights(model):
+    """Every backbone tensor by its Hugging Face name (parametrized ones: their frozen original)."""
+    out = {}
+    for n, t in model.state_dict().items():
+        if n.startswith(model.base_model_prefix + "."):
+            out[n.replace(".parametrizations.", ".").replace(".original", "")] = t.detach().clone()
+    return out
+
+
+def effective_diff(model, original):
+    """The weights the model computes with, minus the pretrained ones, flattened in named order."""
+    modules = dict(model.named_modules())
+    parts = []
+    for name, theta in original.items():
+        owner, _, attr = name.rpartition(".")
+        parts.append((getattr(modules[owner], attr) - theta).reshape(-1))
+    return torch.cat(parts)
+
+
+def train(model, enc, steps=3, lr=1e-2):
+    groups = get_method("diff_prune").param_groups(model, [p for p in model.parameters() if p.requires_grad])
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(**enc, labels=LABELS).loss.backward()
+        opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_all_zero_diff_gives_exactly_the_frozen_models_logits(family):
+    model, tok = tiny(family)
+    enc = encode(tok)
+    with torch.no_grad():
+        before = model(**plain(enc)).logits
+        apply_diff_prune(model, sparsity=0.01)
+        assert torch.equal(model.eval()(**enc).logits, before)
+        assert torch.equal(model.train()(**enc).logits, before)  # sampled gates times a zero diff: still zero
+
+
+def test_the_loss_adds_lambda_times_the_expected_l0_norm():
+    model, tok = tiny("bert")
+    enc = encode(tok)
+    with torch.no_grad():
+        task_loss = model(**plain(enc), labels=LABELS).loss
+        apply_diff_prune(model, sparsity=0.01, penalty=1e-3, alpha_init=0.7)
+        loss = model.train()(**enc, labels=LABELS).loss  # w = 0: the task loss is the frozen model's
+    n = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".original"))
+    open_prob = 1 / (1 + math.exp(-(0.7 - math.log(1.5 / 1.5))))  # sigmoid(alpha - log(-l / r))
+    assert loss.item() == pytest.approx(task_loss.item() + 1e-3 * n * open_prob, rel=1e-5)
+
+
+def test_evaluation_sees_the_hand_projected_diff():
+    model, tok = tiny("electra")
+    original = backbone_weights(model)
+    apply_diff_prune(model, sparsity=0.02)
+    d = model.diff_prune
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for w, a in zip(d.w, d.alpha):
+            w.copy_(torch.randn(w.shape, generator=g))
+            a.copy_(torch.randn(a.shape, generator=g) * 2)
+    gate = torch.cat([(torch.sigmoid(a) * 3 - 1.5).clamp(0, 1).reshape(-1) for a in d.alpha]).detach()
+    dense = gate * torch.cat([w.detach().reshape(-1) for w in d.w])
+    keep = round(0.02 * dense.numel())
+    want = torch.zeros_like(dense)
+    top = dense.abs().argsort(descending=True)[:keep]
+    want[top] = dense[top]
+    model.eval()
+    with torch.no_grad():
+        got = effective_diff(model, original)
+    assert (got != 0).sum() == keep
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_training_changes_only_diffs_gates_and_head_and_the_saved_diff_has_exactly_the_target(tmp_path):
+    model, tok = tiny("bert")
+    model.save_pretrained(tmp_path / "backbone")
+    tok.save_pretrained(tmp_path / "backbone")
+    original = backbone_weights(model)
+    head = {n: p.detach().clone() for n, p in model.classifier.named_parameters()}
+    apply_diff_prune(model, sparsity=0.01, l0_fraction=0.5, finetune_lr=2e-2)
+    enc = encode(tok)
+    method = get_method("diff_prune")
+    opt = train(model, enc, steps=2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    method.after_step(model, 2, 4, sched)  # step 2 of 4 with l0_fraction 0.5: the projection
+    assert model.diff_prune.projected() and sched.base_lrs[0] == 2e-2
+    keep = model.diff_prune.keep
+    assert keep == round(0.01 * sum(t.numel() for t in original.values()))
+    train(model, enc, steps=2)  # fixed-mask phase: the kept diffs move, no other weight does
+    assert backbone_weights(model).keys() == original.keys()
+    assert all(torch.equal(t, original[n]) for n, t in backbone_weights(model).items())
+    assert all(not torch.equal(p, head[n]) for n, p in model.classifier.named_parameters())
+    model.eval()
+    with torch.no_grad():
+        diff = effective_diff(model, original)
+        logits = model(**enc).logits
+    assert (diff != 0).sum() == keep
+    out = save_adapter(model, tmp_path / "adapter", backbone=str(tmp_path / "backbone"), head="classification",
+                       pair=True, method="diff_prune", settings={"sparsity": 0.01})
+    tensors = load_file(str(out / "adapter_model.safetensors"))
+    assert set(tensors) == {"diff_indices", "diff_values", "classifier.weight", "classifier.bias"}
+    assert tensors["diff_indices"].dtype == torch.int64 and tensors["diff_values"].count_nonzero() == keep
+    # (theta + diff) - theta rounds: the weights' differences are the saved values to float precision
+    assert torch.allclose(tensors["diff_values"], diff[tensors["diff_indices"]], atol=1e-6)
+    loaded, loaded_tok = load_adapter(out)
+    with torch.no_grad():
+        assert torch.equal(loaded(**encode(loaded_tok)).logits, logits)
+    assert loaded.diff_prune.alpha[0].abs().min() == SHUT  # the mask is fixed on load
+
+
+def test_bert_large_count_is_the_target_share_of_the_backbone():
+    config = BertConfig(vocab_size=28996, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                        intermediate_size=4096, num_labels=2)
+    with torch.device("meta"):
+        model = apply_diff_prune(BertForSequenceClassification(config), sparsity=0.005)
+    c = parameter_counts(model)
+    assert c["backbone"] == 333_579_264
+    assert c["method"] == round(0.005 * 333_579_264) == 1_667_896  # what the adapter stores, not w and alpha
+    assert c["head"] == 2050 and c["trainable"] == 1_667_896 + 2050
+
+
+def test_a_bad_sparsity_is_one_line_naming_the_key():
+    model, _ = tiny("bert")
+    with pytest.raises(PastaError, match=r"method.sparsity 2\.0: .* in \(0, 1\]"):
+        apply_diff_prune(model, sparsity=2.0)
