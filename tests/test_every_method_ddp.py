@@ -15,7 +15,7 @@ from test_scale import ENV, TORCHRUN, TRAIN, free_port
 from tiny_models import tiny
 
 pytestmark = pytest.mark.slow
-METHODS = ["pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix"]
+METHODS = ["pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"]
 VARIANTS = ["full", "cls_only", "sep_only", "shared", "classifier_only"]
 STEPS = 3
 
@@ -38,7 +38,8 @@ def test_every_method_trains_under_torchrun_with_two_processes(tmp_path):
         out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, cwd=tmp_path)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     results = {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("results.json")}
-    want = {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na",
+    want = {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na", "adapter-na",
+            "diff_prune-na",
             "pasta-cls_only", "pasta-sep_only", "pasta-shared"}
     assert set(results) == want
     for name, r in results.items():

@@ -306,13 +306,14 @@ def test_absent_data_is_missing_and_nothing_runs(tmp_path):
 
 
 def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
-    p = plan("table2", ["pasta", "full_ft", "bitfit", "lora", "prefix"], (42, 43), scale="paper", data_dir="/data",
+    p = plan("table2", ["pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"], (42, 43),
+             scale="paper", data_dir="/data",
              output_root="outputs", nproc=4, logger="wandb")
     cmd = p.command("rte")
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
     assert cmd[cmd.index("pasta_cli.train") + 1:cmd.index("pasta_cli.train") + 5] == [
         "-m", "experiment=table2", "task=rte", "scale=paper"]
-    assert "method=pasta,full_ft,bitfit,lora,prefix" in cmd and "seed=42,43" in cmd
+    assert "method=pasta,full_ft,bitfit,lora,prefix,adapter,diff_prune" in cmd and "seed=42,43" in cmd
     # each row's recipe batch (the effective one) over 4 GPUs: Table 6's 32 for PASTA, 8 for BitFit
     assert "trainer.batch_size=${per_device:4}" in cmd and "task.data_dir=/data/glue/RTE" in cmd
     assert "recipe=own" in cmd
@@ -347,7 +348,8 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
     (["table4", "--scale", "gpu"], "invalid choice: 'gpu' (choose from 'cpu', 'paper', 'smoke')"),
     (["table4", "--seeds", "42,x"], "--seeds '42,x': give whole numbers"),
     (["table4", "--variants", "full,both"], "--variants: both is no PASTA variant; choose from full, cls_only"),
-    (["table2", "--methods", "adapter"], "--methods: adapter is no method here; choose from bitfit, classifier_only"),
+    (["table2", "--methods", "houlsby"], "--methods: houlsby is no method here; choose from adapter, bitfit, "
+                                         "classifier_only, diff_prune, full_ft, lora, prefix"),
     (["table4", "--tasks", "sst2"], "--tasks: sst2 is no column of table4; choose from cola, rte, mrpc, stsb"),
     (["table4", "--nproc", "0"], "--nproc 0: give 1 or more"),
     (["table4", "--logger", "tensorboard"], "invalid choice: 'tensorboard'"),

@@ -43,10 +43,10 @@ def test_every_recipe_entry_names_its_source():
         for where, e in [(name, entry), *((f"{name}.models.{m}", v) for m, v in entry.get("models", {}).items())]:
             assert e.get("source") and e.get("cite"), where
             assert len(e["source"]) > 40, where  # a paper and where in it, or a script path
-    assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix"}
+    assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"}
 
 
-@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta"])
+@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta", "adapter", "diff_prune"])
 def test_the_composed_config_carries_the_recipe(method):
     for model in MODELS:
         for task in GLUE:
@@ -54,7 +54,8 @@ def test_the_composed_config_carries_the_recipe(method):
             want = expected(method, task, model)
             for key, path in BUDGET.items():
                 assert get(cfg, path) == want[key], (method, task, model, key)
-            for key in ("r", "alpha", "dropout", "length"):  # the method's own settings
+            for key in ("r", "alpha", "dropout", "length", "size", "init_std", "sparsity", "penalty", "alpha_init",
+                        "alpha_lr", "l0_fraction", "finetune_lr"):  # the method's own settings
                 if key in want and key in cfg.method:
                     assert cfg.method[key] == want[key], (method, key)
             assert cfg.recipe == "own"
@@ -80,11 +81,23 @@ def test_the_sources_numbers():
     # THUDM/P-tuning-v2 run_script/run_rte_bert.sh
     assert values("method=prefix", "task=rte") == (1e-2, 32, 60, 0.0, 0.0, "linear", 128)
     assert compose(["method=prefix"]).method.length == 20
+    # Houlsby et al. sec. 3.1: batch 32, 10% warm-up, linear decay; adapter-bert: wd 0.01, 128 tokens; lr and epochs
+    # our picks from the sweep {3e-5, 3e-4, 3e-3} x {3, 20}
+    assert values("method=adapter", "task=rte", "model=bert-large") == (3e-4, 32, 20, 0.01, 0.1, "linear", 128)
+    assert values("method=adapter", "task=sst2", "model=bert-large") == (3e-4, 32, 3, 0.01, 0.1, "linear", 128)
+    c = compose(["method=adapter"]).method
+    assert (c.size, c.init_std) == (64, 1e-3)
+    # dguo98/DiffPruning example_sst2.sh: batch 8, lr 1e-5, sparsity_pen 1.25e-7, alpha_init 5, 3 + 3 epochs, 0.5%
+    assert values("method=diff_prune", "task=sst2") == (1e-5, 8, 6, 0.0, 0.0, "linear", 128)
+    c = compose(["method=diff_prune"]).method
+    assert (c.sparsity, c.penalty, c.alpha_init, c.alpha_lr, c.l0_fraction, c.finetune_lr) == (
+        0.005, 1.25e-7, 5.0, 0.1, 0.5, 5e-5)
     # PASTA: Table 6
     assert values("task=rte", "model=bert-large") == (4.5e-3, 32, 150, 0.0, 0.06, "linear", 128)
 
 
-@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "classifier_only"])
+@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "classifier_only", "adapter",
+                                    "diff_prune"])
 def test_recipe_pasta_gives_every_method_pastas_budget_and_its_own_lr(method):
     for task in ("rte", "sst2"):
         own = compose([f"method={method}", f"task={task}", "model=roberta-large"])
