@@ -75,6 +75,8 @@ METHODS = {
     "pasta_sep_only": ["method=pasta", "method.variant=sep_only"],
     "pasta_shared": ["method=pasta", "method.variant=shared"],
     "classifier_only": ["method=classifier_only"],
+    "adapter": ["method=adapter"],
+    "diff_prune": ["method=diff_prune"],
 }
 
 # Random-init backbones, saved to a temporary folder so that the runner loads them like any checkpoint:

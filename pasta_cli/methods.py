@@ -18,7 +18,7 @@ from torch import nn
 
 from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import freeze_empty, head_parameters, load_trainable, trainable_tensors
+from pasta_cli.modeling import copy_checked, freeze_empty, head_parameters, load_trainable, trainable_tensors
 from pasta_cli.pasta import VARIANTS, add_pasta, count_slots
 
 
@@ -61,12 +61,7 @@ def load_head(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) ->
     if set(tensors) != set(head):
         raise PastaError(f"adapter in '{where}' has head tensors {sorted(tensors)}; "
                          f"this model's head is {sorted(head)}")
-    with torch.no_grad():
-        for name, value in tensors.items():
-            if head[name].shape != value.shape:
-                raise PastaError(f"adapter tensor '{name}' {tuple(value.shape)} does not fit this model's head "
-                                 f"{tuple(head[name].shape)}")
-            head[name].copy_(value)
+    copy_checked(head, tensors, f"adapter in '{where}'")
 
 
 class Pasta(Method):

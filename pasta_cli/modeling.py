@@ -97,6 +97,11 @@ def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor], where: st
         raise PastaError(f"{where} holds {sorted(set(tensors) - expected)[:3] or 'no extra tensors'} "
                          f"but lacks {sorted(expected - set(tensors))[:3] or 'nothing'}: it was saved from another "
                          "method or model; load it with the backbone and method it was saved with")
+    copy_checked(params, tensors, where)
+
+
+def copy_checked(params: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], where: str) -> None:
+    """params[name] <- tensors[name] for every saved tensor, refusing one whose shape differs."""
     with torch.no_grad():
         for name, value in tensors.items():
             if params[name].shape != value.shape:

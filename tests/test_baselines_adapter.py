@@ -4,8 +4,7 @@ and identical logits after save/load."""
 
 import pytest
 import torch
-from tiny_models import FAMILIES, tiny
-from transformers import BertConfig, BertForSequenceClassification
+from tiny_models import FAMILIES, bert_large_on_meta, tiny
 
 from pasta_cli.adapter import load_adapter, save_adapter
 from pasta_cli.baselines import apply_adapter
@@ -91,10 +90,7 @@ def test_training_changes_only_adapters_layer_norms_and_head(family):
 
 
 def test_bert_large_count_is_the_hand_formula():
-    config = BertConfig(vocab_size=28996, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                        intermediate_size=4096, num_labels=2)
-    with torch.device("meta"):
-        model = apply_adapter(BertForSequenceClassification(config), size=64)
+    model = bert_large_on_meta(lambda m: apply_adapter(m, size=64))
     c = parameter_counts(model)
     adapters = 2 * 24 * (2 * 1024 * 64 + 64 + 1024)
     layer_norms = (1 + 2 * 24) * 2 * 1024  # embeddings' + two per layer, weight and bias: Houlsby train them

@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import FAMILIES, tiny
-from transformers import BertConfig, BertForSequenceClassification
+from tiny_models import FAMILIES, bert_large_on_meta, tiny
 
 from pasta_cli.adapter import load_adapter, save_adapter
 from pasta_cli.baselines import apply_diff_prune
@@ -143,10 +142,7 @@ def test_training_changes_only_diffs_gates_and_head_and_the_saved_diff_has_exact
 
 
 def test_bert_large_count_is_the_target_share_of_the_backbone():
-    config = BertConfig(vocab_size=28996, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                        intermediate_size=4096, num_labels=2)
-    with torch.device("meta"):
-        model = apply_diff_prune(BertForSequenceClassification(config), sparsity=0.005)
+    model = bert_large_on_meta(lambda m: apply_diff_prune(m, sparsity=0.005))
     c = parameter_counts(model)
     assert c["backbone"] == 333_579_264
     assert c["method"] == round(0.005 * 333_579_264) == 1_667_896  # what the adapter stores, not w and alpha

@@ -62,3 +62,11 @@ def tiny(family: str, num_labels: int = 2, token: bool = False, seed: int = 0):
 
 
 FAMILIES = ("bert", "roberta", "electra", "deberta")
+
+
+def bert_large_on_meta(apply):
+    """apply(model) on bert-large-cased's architecture (2 labels), built on the meta device: counts, no weights."""
+    config = BertConfig(vocab_size=28996, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                        intermediate_size=4096, num_labels=2)
+    with torch.device("meta"):
+        return apply(BertForSequenceClassification(config))
