@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from datasets import Dataset, Features, List, Value
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.data import columns, sources
@@ -92,6 +92,8 @@ def as_spec(cfg: TaskSpec | Any) -> TaskSpec:
     """A typed TaskSpec from a TaskSpec, a DictConfig or a dict, checked against the schema, so a
     misspelt key or a value of the wrong type is one line naming the key."""
     try:
+        if isinstance(cfg, DictConfig):  # resolve in place first: its interpolations may reach outside task
+            cfg = OmegaConf.to_container(cfg, resolve=True)  # (scale=cpu's ${scale.budget.${task.name}...})
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskSpec), cfg))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None)
