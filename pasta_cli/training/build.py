@@ -18,7 +18,7 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import task_spec
-from pasta_cli.data import Collator, TaskData, encode, load_task
+from pasta_cli.data import HELDOUT, Collator, TaskData, encode, hold_out, load_task
 from pasta_cli.methods import Method, apply_method, check_method
 from pasta_cli.modeling import AMP_DTYPES, check_gradients_reachable
 from pasta_cli.training import dist
@@ -48,6 +48,11 @@ class Run:
     global_batch: int                 # trainer.batch_size x world
     total_steps: int
     main_metric: str                  # model selection: trainer.main_metric, else the task's
+
+    @property
+    def selection_splits(self) -> list[str]:
+        """Where the best evaluation is chosen during training: the task's dev splits, or the held-out slice."""
+        return [HELDOUT] if self.cfg.trainer.selection == "heldout" else self.task.eval_splits
 
     @property
     def head(self) -> str:
@@ -118,6 +123,8 @@ def build(cfg, task: TaskData | None = None) -> Run:
     device, device_type = setup_device(cfg)
     seed_everything(cfg.seed)
     task = task or load_task(task_spec(cfg))
+    if cfg.trainer.selection == "heldout":
+        task = hold_out(task, cfg.trainer.heldout_fraction, cfg.seed)
     tokenizer, data, collate = setup_data(cfg, task)
     model, module = setup_model(cfg, task, tokenizer, device, device_type)
     # a method that trains nothing (the benchmark's floor) still gets the optimiser and schedule of any
