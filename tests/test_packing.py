@@ -7,6 +7,7 @@ collator's boundaries (cu_seq_lens_q) delimit. The GPU end-to-end check is a sep
 """
 
 import copy
+import re
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from tiny_models import FAMILIES, tiny
 from transformers import AttentionInterface
 
 from pasta_cli import PastaError, add_pasta
+from pasta_cli.backbones import check_packing
+from pasta_cli.config import check_config, compose
 from pasta_cli.data.encode import PackingCollator
 from pasta_cli.modeling import encoder_layers
 from pasta_cli.pasta import check_input_form, number_slots, sequence_starts, specials_per_sequence
@@ -155,3 +158,31 @@ def test_the_same_adapter_gives_the_same_logits_packed_and_padded(family):
                 expected[0, t] = injector.vectors[layer, p]
         assert torch.equal(after[layer], before[layer] + expected), f"layer {layer}"
     assert not torch.allclose(got.logits, frozen.logits)  # the vectors changed something
+
+
+@pytest.mark.parametrize("overrides,cuda,message", [
+    (["task=sst2"], True, "serves token classification only: a classification head reads position 0"),
+    (["trainer.pad_to_max_length=true"], True, "contradict each other"),
+    ([], False, "needs flash attention, which runs on a CUDA GPU: use trainer.packing=false on CPU"),
+    ([], True, "model.attn_implementation=sdpa: that attention lets packed sequences attend to each other; set "
+               "model.attn_implementation=flash_attention_2"),
+    (["model.attn_implementation=eager"], True, "set model.attn_implementation=flash_attention_2"),
+    (["model.attn_implementation=flash_attention_2"], True, None),
+])
+def test_packing_is_offered_only_where_sequences_stay_apart(overrides, cuda, message):
+    cfg = compose(["task=conll2003", "model=modernbert-base", "trainer.packing=true", *overrides])
+    if message is None:
+        check_config(cfg, cuda_available=True)
+        return
+    with pytest.raises(PastaError, match=re.escape(message)):
+        check_config(cfg, cuda_available=cuda)
+
+
+@pytest.mark.parametrize("family,refused", [("modernbert", False), ("bert", False), ("deberta-v3", True)])
+def test_packing_is_refused_for_a_family_without_a_varlen_attention(family, refused):
+    config = tiny(family, token=True)[0].config
+    if not refused:
+        check_packing(config, family)
+        return
+    with pytest.raises(PastaError, match="has no flash-attention path in transformers.*use trainer.packing=false"):
+        check_packing(config, "microsoft/deberta-v3-base")
