@@ -155,7 +155,7 @@ def test_every_scale_composes_with_every_recipe(scale):
             assert cfg.task.max_train_samples is None
         else:
             assert cfg.model.name_or_path == "minilm" and list(cfg.task.test_splits) == []
-            assert cfg.task.max_train_samples > 0 and 1 <= cfg.trainer.epochs <= 3
+            assert cfg.task.max_train_samples != 0 and 1 <= cfg.trainer.epochs <= 3  # null: all of train
     cfg = compose(["experiment=table4", "task=rte", f"scale={scale}", "model=bert-base"])
     assert cfg.model.tag == "bert-base"  # the command line beats both the recipe and the scale
 
@@ -324,6 +324,35 @@ def test_table_cells_mean_std_diff_missing_and_failed(tmp_path, capsys):
     assert main(["table4", "--report", "--scale", "cpu", "--data-dir", str(data), "--seeds", "1,2,3",
                  "--variants", "full,classifier_only", "--output-root", str(out)]) == 1  # a failed cell
     assert "failed cells: classifier_only/CoLA (log: " in capsys.readouterr().err
+
+
+def test_table_gaps_carry_bootstrap_intervals_and_count_what_held(tmp_path):
+    """Table 4 with dev predictions: PASTA (full) right on 90% of RTE's examples, classifier-only on 50%: the gap
+    is the mean difference of accuracies over seeds, its interval excludes 0, and the table says so."""
+    from pasta_cli.files import write_tsv
+    from pasta_cli.paper.uncertainty import paired_gap
+    data = fake_data(tmp_path / "data", "rte")
+    sweep = tmp_path / "outputs" / "table4" / "cpu" / "rte"
+    gold = ["entailment", "not_entailment"] * 50
+    flip = {"entailment": "not_entailment", "not_entailment": "entailment"}
+    for seed in (1, 2):
+        for variant, right in (("full", 90 - seed), ("classifier_only", 50)):
+            run = sweep / f"pasta-{variant}-s{seed}"
+            write_result(run, variant=variant, seed=seed, best_score=right / 100)
+            preds = [g if i < right else flip[g] for i, g in enumerate(gold)]
+            write_tsv(run / "dev_predictions.tsv", ("index", "prediction", "label"),
+                      [(i, p, g) for i, (p, g) in enumerate(zip(preds, gold))])
+            (run / "config.yaml").write_text("task:\n  labels: [entailment, not_entailment]\n")
+    res = reproduce(plan("table4", ["full", "classifier_only"], (1, 2), data_dir=str(data),
+                         output_root=tmp_path / "outputs"), run=False, echo=lambda *a: None)
+    md = res.table_md.read_text()
+    gap = paired_gap({s: sweep / f"pasta-full-s{s}" for s in (1, 2)},
+                     {s: sweep / f"pasta-classifier_only-s{s}" for s in (1, 2)}, "accuracy")
+    assert gap.point == pytest.approx(38.5) and gap.low > 0
+    line = next(x for x in md.splitlines() if x.startswith("| PASTA | classifier only |"))
+    assert line.split(" | ")[3].startswith("+38.5 [") and line.split(" | ")[3].endswith("✓")
+    assert "classifier only trails PASTA with an interval that excludes 0 on **1 of 1** task columns" in md
+    assert "model selection: best evaluation on dev" in md and "search budget: 1 setting per row" in md
 
 
 def test_table_avg_and_mnli_columns(tmp_path):
