@@ -145,11 +145,6 @@ def per_device(processes: int, *, _root_) -> int:
     return batch // int(processes) if batch % int(processes) == 0 else batch
 
 
-def times(value: float, factor: float) -> float:
-    """${times:VALUE,FACTOR}: VALUE x FACTOR (scale=cpu's learning rate for PASTA's short budget)."""
-    return float(value) * float(factor)
-
-
 def sqlite_url(path: str) -> str:
     """${sqlite:PATH}: a SQLite URL for an Optuna study kept in PATH, its folder made now: the sweeper opens the
     study before the launcher makes the sweep folder the file lives in (conf/hparams_search/optuna.yaml)."""
@@ -162,7 +157,7 @@ def sqlite_url(path: str) -> str:
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
 
 for _name, _fn in (("run_stamp", run_stamp), ("paper", paper.value), ("recipe", recipe_value),
-                   ("per_device", per_device), ("sqlite", sqlite_url), ("times", times)):
+                   ("per_device", per_device), ("sqlite", sqlite_url)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
