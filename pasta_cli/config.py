@@ -11,6 +11,7 @@ value of the wrong type stops the run before anything loads.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,11 +22,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pasta_cli import paper
+from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method
 from pasta_cli.modeling import AMP_DTYPES
 
+SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
 RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all
 # what recipe=pasta takes from PASTA's recipe; the lr and the method's own settings stay the method's
 # (a learning rate does not carry over: Table 6's 4.5e-3 would wreck full fine-tuning)
@@ -42,6 +45,7 @@ class ModelConfig:
     tag: str = MISSING                # short name in run folders and tables (minilm, bert-large, ...)
     name_or_path: str = MISSING       # hub id, local folder, or `minilm` (the packaged wheel)
     dropout: float | None = None   # backbone hidden/attention dropout; null keeps the pretrained config's
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (CUDA; what trainer.packing needs)
 
 
 @dataclass
@@ -68,10 +72,13 @@ class TrainerConfig:
     eval_every_steps: int | None = None
     early_stopping_patience: int | None = None
     main_metric: str | None = None  # model selection; null: the task's main metric
+    selection: str = "dev"            # dev | heldout: choose the best evaluation on dev, or on a slice of train
+    heldout_fraction: float = 0.1     # selection=heldout: the share of train held out (seeded by `seed`)
     log_every_steps: int = 20
     checkpoint_every_steps: int | None = None
     group_by_length: bool = True
     pad_to_max_length: bool = False
+    packing: bool = False             # padding-free training batches (token classification, flash attention)
     gradient_checkpointing: bool = False
     compile: bool = False
     num_workers: int = 0
@@ -138,8 +145,19 @@ def per_device(processes: int, *, _root_) -> int:
     return batch // int(processes) if batch % int(processes) == 0 else batch
 
 
+def sqlite_url(path: str) -> str:
+    """${sqlite:PATH}: a SQLite URL for an Optuna study kept in PATH, its folder made now: the sweeper opens the
+    study before the launcher makes the sweep folder the file lives in (conf/hparams_search/optuna.yaml)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return f"sqlite:///{os.path.abspath(path)}"
+
+
+# Our conf/hydra/launcher/submitit_slurm.yaml adds Table 6's GPUs to the plugin's config of the same name;
+# Hydra 1.3 merges the two but says the matching is deprecated, on every run. The merge is what we want.
+warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
+
 for _name, _fn in (("run_stamp", run_stamp), ("paper", paper.value), ("recipe", recipe_value),
-                   ("per_device", per_device)):
+                   ("per_device", per_device), ("sqlite", sqlite_url)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -178,7 +196,33 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
             raise PastaError(f"trainer.{key} must be a positive integer, got {t[key]}")
     if t.max_steps is not None and t.max_steps < 1:
         raise PastaError(f"trainer.max_steps must be a positive integer or null, got {t.max_steps}")
+    if t.selection not in SELECTIONS:
+        raise PastaError(f"unknown trainer.selection '{t.selection}': choose one of {', '.join(SELECTIONS)}")
+    if t.selection == "heldout" and not 0 < t.heldout_fraction < 1:
+        raise PastaError(f"trainer.heldout_fraction must be between 0 and 1 (e.g. 0.1), got {t.heldout_fraction}")
+    if t.packing:
+        check_packing_settings(cfg, cuda_available)
     if cfg.optim.schedule not in SCHEDULES:
         raise PastaError(f"unknown optim.schedule '{cfg.optim.schedule}': choose one of {', '.join(SCHEDULES)}")
     if cfg.optim.lr <= 0:
         raise PastaError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
+
+
+def check_packing_settings(cfg: DictConfig, cuda_available: bool) -> None:
+    """trainer.packing=true: what the config alone can refuse (the backbone's family is checked when its
+    config is read: backbones.check_packing)."""
+    kind = str(getattr(cfg.task.kind, "value", cfg.task.kind))
+    if kind != "token_classification":
+        raise PastaError(f"trainer.packing=true serves token classification only: a {kind} head reads position 0 "
+                         "of its row, which in a packed row is the first sequence's [CLS] alone; use "
+                         "trainer.packing=false for this task")
+    if cfg.trainer.pad_to_max_length:
+        raise PastaError("trainer.packing=true and trainer.pad_to_max_length=true contradict each other: packed rows "
+                         "have no padding; set one of them to false")
+    if not cuda_available:
+        raise PastaError("trainer.packing=true needs flash attention, which runs on a CUDA GPU: use "
+                         "trainer.packing=false on CPU")
+    if cfg.model.attn_implementation not in VARLEN_ATTENTION:
+        raise PastaError(f"trainer.packing=true with model.attn_implementation={cfg.model.attn_implementation}: that "
+                         "attention lets packed sequences attend to each other; set model.attn_implementation="
+                         "flash_attention_2 (pip install flash-attn) or use trainer.packing=false")

@@ -83,7 +83,10 @@ class MixedInjector(nn.Module):
         self.row_slots = None   # (batch,): each row's own slot count
         self._where = None
 
-    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None):
+    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None, starts=None):
+        # one task per row: a packed row (several sequences) would mix tasks in one row's map
+        if starts is not None and bool((starts.sum(dim=1) > 1).any()):
+            raise PastaError("a mixed-task batch holds one input per row: pad the batch instead of packing it")
         is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
         check_input_form(is_special.sum(dim=1), self.row_slots)
         self._where = slot_positions(is_special, self.row_maps)

@@ -59,12 +59,46 @@ def count_slots(tokenizer, pair: bool) -> int:
     return n
 
 
-def number_slots(is_special: torch.Tensor) -> torch.Tensor:
-    """(batch, length) slot number of every special token (the p-th of its row is slot p), -1 elsewhere.
+def number_slots(is_special: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
+    """(batch, length) slot number of every special token (the p-th of its sequence is slot p), -1 elsewhere.
 
+    A padded row holds one sequence; a packed row several, each beginning where `starts` is True
+    (`sequence_starts`). The count restarts at each start without a loop: the specials counted before a
+    sequence's first token are carried along it by `cummax` (the running count never decreases).
     The one definition of a slot's number, shared by the injector and the attention analysis.
     """
-    return torch.where(is_special, is_special.long().cumsum(dim=1) - 1, -1)
+    count = is_special.long().cumsum(dim=1)
+    if starts is not None:
+        count = count - torch.where(starts, count - is_special.long(), 0).cummax(dim=1).values
+    return torch.where(is_special, count - 1, -1)
+
+
+def sequence_starts(shape, position_ids=None, cu_seq_lens=None, attention_mask=None) -> torch.Tensor | None:
+    """(batch, length) True where a sequence begins in a packed batch; None for plain padded rows (no
+    position_ids or boundaries given). From the collator's boundaries `cu_seq_lens` (one packed row,
+    DataCollatorWithFlattening's cu_seq_lens_q) when given, else wherever `position_ids` do not continue the
+    previous position (a restart at 0, or at RoBERTa's offset), as transformers' own packed-sequence test.
+    Padding never starts a sequence."""
+    if cu_seq_lens is not None:
+        starts = torch.zeros(shape, dtype=torch.bool, device=cu_seq_lens.device)
+        starts[0, cu_seq_lens[:-1].long()] = True
+    elif position_ids is not None:
+        position_ids = position_ids.expand(shape)
+        # a row's first token always starts a sequence (prepending itself gives a difference of 0, never 1)
+        starts = torch.diff(position_ids, prepend=position_ids[:, :1], dim=-1) != 1
+    else:
+        return None
+    return starts if attention_mask is None else starts & attention_mask.bool()
+
+
+def specials_per_sequence(is_special: torch.Tensor, starts: torch.Tensor | None = None) -> torch.Tensor:
+    """Special tokens in each row (padded batch) or in each sequence of the packed rows, in order."""
+    if starts is None:
+        return is_special.sum(dim=1)
+    per_row = starts.sum(dim=1).clamp(min=1)
+    first_of_row = per_row.cumsum(0) - per_row  # global number of each row's first sequence
+    sequence = starts.long().cumsum(dim=1).clamp(min=1) - 1 + first_of_row[:, None]
+    return torch.bincount(sequence.flatten(), is_special.flatten().long(), minlength=int(per_row.sum())).long()
 
 
 def special_tokens(input_ids, slot_token_ids, attention_mask=None, special_tokens_mask=None) -> torch.Tensor:
@@ -79,16 +113,17 @@ def special_tokens(input_ids, slot_token_ids, attention_mask=None, special_token
     return is_special
 
 
-def slot_positions(is_special: torch.Tensor, slot_to_vector: torch.Tensor):
+def slot_positions(is_special: torch.Tensor, slot_to_vector: torch.Tensor, starts: torch.Tensor | None = None):
     """(batch index, position, vector index) of every slot that has a vector, for the whole batch at once.
 
-    The p-th special token of a row is slot p. `slot_to_vector` is (P,) when every row has the same
-    task, or (batch, P) with one row per input (a mixed-task batch: each row its own task's map,
-    vector indices into one table, -1 where a slot has no vector or lies beyond the row's own P).
+    The p-th special token of a sequence (a row, or one of a packed row's: `starts`) is slot p.
+    `slot_to_vector` is (P,) when every row has the same task, or (batch, P) with one row per input (a
+    mixed-task batch: each row its own task's map, vector indices into one table, -1 where a slot has no
+    vector or lies beyond the row's own P).
     Slots beyond P (a literal special token in text tokenized without the mask) get no vector.
     """
     num_slots = slot_to_vector.shape[-1]
-    slot = number_slots(is_special)
+    slot = number_slots(is_special, starts)
     in_range = slot.ge(0) & (slot < num_slots)
     slot = slot.clamp(0, num_slots - 1)
     vector = slot_to_vector[slot] if slot_to_vector.dim() == 1 else slot_to_vector.gather(1, slot)
@@ -96,7 +131,7 @@ def slot_positions(is_special: torch.Tensor, slot_to_vector: torch.Tensor):
     return rows, cols, vector[rows, cols]
 
 
-def check_input_form(specials_per_row: torch.Tensor, num_slots: int | torch.Tensor) -> None:
+def check_input_form(specials_per_row: torch.Tensor, num_slots: int | torch.Tensor, unit: str = "row") -> None:
     """Every row must have the special tokens the vectors were trained for: a pair model given one
     sentence would put the middle [SEP]'s vector on the final [SEP], a single-sentence model given a
     pair would leave the final [SEP] without one. Neither is what was trained. `num_slots`: one count
@@ -109,7 +144,7 @@ def check_input_form(specials_per_row: torch.Tensor, num_slots: int | torch.Tens
         trained = "sentence pairs" if slots > 2 else "single sentences"
         given = "a single sentence" if found < slots else "more special tokens (a sentence pair?)"
         raise PastaError(
-            f"this PASTA model was trained on {trained} ({slots} special tokens per input) but row "
+            f"this PASTA model was trained on {trained} ({slots} special tokens per input) but {unit} "
             f"{row} has {found} ({given}): tokenize inputs the way the task was trained "
             f"({'text, text_pair' if slots > 2 else 'one text per row'}), with "
             "return_special_tokens_mask=True if a text may contain a literal special token")
@@ -139,12 +174,13 @@ class PastaInjector(nn.Module):
     def num_vectors(self) -> int:
         return self.vectors.shape[1]
 
-    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None):
+    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None, starts=None):
         """Find every slot of the batch at once (no loop over rows or tokens): `special_tokens`, then
-        `slot_positions` with this task's slot-to-vector map."""
+        `slot_positions` with this task's slot-to-vector map; `starts`: where packed sequences begin."""
         is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
-        check_input_form(is_special.sum(dim=1), self.num_slots)
-        self._where = slot_positions(is_special, self.slot_to_vector)
+        check_input_form(specials_per_sequence(is_special, starts), self.num_slots,
+                         "row" if starts is None else "packed sequence")
+        self._where = slot_positions(is_special, self.slot_to_vector, starts)
 
     def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """h_i + e(v_p^l) at the slot positions; everything else untouched."""
@@ -154,12 +190,15 @@ class PastaInjector(nn.Module):
 
 
 def _find_slots(injector):
-    """The model's pre-hook consumer: locate the batch's slots once, before layer 0 runs."""
+    """The model's pre-hook consumer: locate the batch's slots once, before layer 0 runs (in a packed batch,
+    per sequence: its position_ids or the flattening collator's cu_seq_lens_q say where each begins)."""
     def consume(args, kwargs, special_tokens_mask):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             raise PastaError("PASTA needs input_ids to find the special tokens (inputs_embeds alone is not enough)")
-        injector.locate(input_ids, kwargs.get("attention_mask"), special_tokens_mask)
+        mask = kwargs.get("attention_mask")
+        starts = sequence_starts(input_ids.shape, kwargs.get("position_ids"), kwargs.get("cu_seq_lens_q"), mask)
+        injector.locate(input_ids, mask, special_tokens_mask, starts)
     return consume
 
 
@@ -195,7 +234,7 @@ def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_st
 
 def attach(model, injector, layers=None) -> None:
     """Hook `injector` onto `model`: find the batch's slots before layer 0, add the vectors at every
-    layer's input. The injector needs `locate(input_ids, attention_mask, special_tokens_mask)` and
+    layer's input. The injector needs `locate(input_ids, attention_mask, special_tokens_mask, starts)` and
     `inject(layer, hidden)`; PastaInjector for one task, the mixed-task injector for many."""
     accept_special_tokens_mask(model, _find_slots(injector))
     for i, layer in enumerate(encoder_layers(model) if layers is None else layers):

@@ -8,6 +8,7 @@ one line too, exit code 1, with the previous files intact. The run folder's rule
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -47,9 +48,11 @@ def check_main_metric(cfg: DictConfig, task) -> None:
 
 
 def check_backbone(cfg: DictConfig, task) -> None:
-    """What can be known about the backbone before it loads: that it is a model, that max_length fits
-    its positions, and that the method can work with its tokenizer."""
+    """What can be known about the backbone before it loads: that it is a model, that packing can keep its
+    sequences apart, that max_length fits its positions, and that the method can work with its tokenizer."""
     config = backbones.load_config(cfg.model.name_or_path)
+    if cfg.trainer.packing:
+        backbones.check_packing(config, cfg.model.name_or_path)
     limit = backbones.max_length_limit(config)
     if limit and cfg.trainer.max_length > limit:
         raise PastaError(f"trainer.max_length={cfg.trainer.max_length} is beyond {cfg.model.name_or_path}'s "
@@ -144,10 +147,19 @@ REFUSED: list[tuple[str, int]] = []
 def _hydra_main(cfg: DictConfig):
     # a refusal is returned to main() rather than raised through Hydra, which would add its own
     # "Error executing job with overrides: [...]" line and stop a sweep at its first bad job
+    # under Hydra's submitit launcher with several SLURM tasks per job, they become torchrun-like ranks
+    if dist.adopt_slurm_tasks():
+        agree_on_run_stamp()
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+        results = run_job(cfg, run_dir)
     except PastaError as e:
         REFUSED.append((str(e), e.exit_code))
+        return None
+    # what a sweeper maximises (hparams_search=optuna): the selection score, also of a run finished before
+    if results is None and (run_dir / artifacts.RESULTS).is_file():
+        results = json.loads((run_dir / artifacts.RESULTS).read_text())
+    return None if not results else results["best_score"]
 
 
 def agree_on_run_stamp() -> None:

@@ -25,7 +25,8 @@ def trained(family, variant="full", tmp_path=None):
 
 
 @pytest.mark.parametrize("family,variant", [("bert", "full"), ("roberta", "full"), ("bert", "sep_only"),
-                                            ("electra", "shared"), ("bert", "cls_only")])
+                                            ("electra", "shared"), ("bert", "cls_only"), ("modernbert", "full"),
+                                            ("deberta-v3", "full"), ("deberta-v3", "sep_only")])
 def test_save_load_round_trip_gives_identical_logits(tmp_path, family, variant):
     model, tok, backbone = trained(family, variant, tmp_path)
     out = save_adapter(model, tmp_path / "adapter", backbone=backbone, head="classification", pair=True, task="rte")
@@ -99,16 +100,23 @@ def encoded(tok):
                return_special_tokens_mask=True)
 
 
+@pytest.mark.parametrize("family", ["bert", "deberta-v3"])
 @pytest.mark.parametrize("method", sorted(BASELINES))
-def test_every_method_saves_and_loads_with_the_same_call(tmp_path, method):
-    model, tok, backbone, settings = trained_baseline(method, tmp_path)
+def test_every_method_saves_and_loads_with_the_same_call(tmp_path, method, family):
+    if (method, family) == ("prefix", "deberta-v3"):
+        # DeBERTa's disentangled attention is its own code, outside transformers' attention registry where
+        # P-tuning v2's keys and values are put: refused in one line, not trained wrongly
+        with pytest.raises(PastaError, match="DebertaV2ForSequenceClassification did not accept the prefix attention"):
+            trained_baseline(method, tmp_path, family)
+        return
+    model, tok, backbone, settings = trained_baseline(method, tmp_path, family)
     save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, task="rte",
                  method=method, settings=settings)
     loaded, loaded_tok = load_adapter(tmp_path / "a")
     with torch.no_grad():
         expected, got = model(**encoded(tok)).logits, loaded(**encoded(loaded_tok)).logits
     assert torch.equal(expected, got), (expected, got)
-    fresh, _ = tiny("bert")
+    fresh, _ = tiny(family)
     with torch.no_grad():  # the adapter does change the model: not a no-op round trip
         assert not torch.allclose(fresh(**{k: v for k, v in encoded(tok).items() if k != "special_tokens_mask"}).logits,
                                   got)

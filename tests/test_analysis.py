@@ -26,15 +26,18 @@ def pair_batch(tok):
     return dict(tok(*PAIRS, padding=True, return_special_tokens_mask=True, return_tensors="pt"))
 
 
-def eager_tiny(seed=0):
-    model, tok = tiny("bert", seed=seed)
+ANALYSED = ["bert", "deberta-v3"]  # DeBERTa-v3: relative (disentangled) attention, its own attention weights
+
+
+def eager_tiny(seed=0, family="bert"):
+    model, tok = tiny(family, seed=seed)
     model.set_attn_implementation("eager")  # attention weights (SDPA returns none)
     return model, tok
 
 
-def with_pasta(seed=0, variant="full"):
+def with_pasta(seed=0, variant="full", family="bert"):
     """A tiny model with PASTA, its vectors and head random (as after training)."""
-    model, tok = eager_tiny(seed)
+    model, tok = eager_tiny(seed, family)
     add_pasta(model, tok, variant, pair=True, dropout=0.0)
     with torch.no_grad():
         model.pasta.vectors.normal_(std=2.0)
@@ -64,8 +67,9 @@ def hand_mass(attentions, batch, num_slots):
     return sums / rows
 
 
-def test_special_token_mass_equals_a_hand_computation_from_output_attentions():
-    model, tok = eager_tiny()
+@pytest.mark.parametrize("family", ANALYSED)
+def test_special_token_mass_equals_a_hand_computation_from_output_attentions(family):
+    model, tok = eager_tiny(family=family)
     batch = pair_batch(tok)
     assert not batch["attention_mask"].all()  # padding in the batch
     with torch.no_grad():
@@ -82,9 +86,10 @@ def test_special_token_mass_equals_a_hand_computation_from_output_attentions():
     assert expected[..., 3].min() > 0.5
 
 
-def test_with_an_adapter_the_frozen_state_is_the_backbone_without_pasta_and_the_adapter_state_differs():
-    model, tok = with_pasta()
-    plain, _ = eager_tiny()
+@pytest.mark.parametrize("family", ANALYSED)
+def test_with_an_adapter_the_frozen_state_is_the_backbone_without_pasta_and_the_adapter_state_differs(family):
+    model, tok = with_pasta(family=family)
+    plain, _ = eager_tiny(family=family)
     batch = pair_batch(tok)
     stats, examples = analyze(Subject(model, tok, "tiny", True, model.pasta), [batch, batch], 3)
     with torch.no_grad():
@@ -152,12 +157,14 @@ def test_ablating_every_layer_equals_classifier_only_logits_and_ablating_none_th
 
 # --- the command line, on a run folder holding a tiny model's adapter ---
 
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("backbone")
-    model, tok = tiny("bert")
+@pytest.fixture(scope="module", params=ANALYSED)
+def backbone(tmp_path_factory, request):
+    """A tiny backbone folder; every command-line test runs on BERT and on DeBERTa-v3 alike."""
+    folder = tmp_path_factory.mktemp(f"backbone-{request.param}")
+    model, tok = tiny(request.param)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
+    (folder / "family").write_text(request.param)
     return folder
 
 
@@ -169,7 +176,7 @@ def run_config():
 
 
 def make_run(folder, backbone, run_config, variant="full", seed=0):
-    model, tok = with_pasta(seed, variant)
+    model, tok = with_pasta(seed, variant, (backbone / "family").read_text())
     save_adapter(model, folder / "adapter", backbone=str(backbone), head="classification", pair=True,
                  task="builtin", settings={"variant": variant, "dropout": 0.0})
     (folder / "config.yaml").write_text(run_config)

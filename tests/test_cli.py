@@ -68,6 +68,8 @@ def cli(*args, cwd, env=None):
     (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
     (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
     (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),
+    (["model=modernbert-base", "task.builtin.train_size=8"], "model=minilm"),  # today's encoders: the same hint
+    (["trainer.packing=true"], "trainer.packing=true serves token classification only"),
 ])
 def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
     out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

@@ -155,7 +155,7 @@ def test_every_scale_composes_with_every_recipe(scale):
             assert cfg.task.max_train_samples is None
         else:
             assert cfg.model.name_or_path == "minilm" and list(cfg.task.test_splits) == []
-            assert cfg.task.max_train_samples > 0 and 1 <= cfg.trainer.epochs <= 3
+            assert cfg.task.max_train_samples != 0 and 1 <= cfg.trainer.epochs <= 3  # null: all of train
     cfg = compose(["experiment=table4", "task=rte", f"scale={scale}", "model=bert-base"])
     assert cfg.model.tag == "bert-base"  # the command line beats both the recipe and the scale
 
@@ -177,6 +177,52 @@ def test_paper_grid_is_appendix_b():
     values = {o.key_or_group: [float(x) for x in o.sweep_iterator()] for o in parsed}
     assert values["optim.lr"] == [5e-4, 1e-3, 2e-3, 2.5e-3, 3e-3, 4.5e-3, 5e-3, 7e-3]
     assert values["trainer.epochs"] == [50, 80, 100, 150]
+
+
+def hydra_config(*overrides):
+    with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_optuna_search_composes_over_the_papers_ranges_with_a_resumable_study(tmp_path):
+    cfg = hydra_config("hparams_search=optuna", "experiment=table4", "task=rte", f"hydra.sweep.dir={tmp_path}/s")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert sweeper.n_trials == 32 == 8 * 4  # the paper grid's budget
+    assert dict(sweeper.params) == {"optim.lr": "tag(log, interval(5e-4, 7e-3))",
+                                    "trainer.epochs": "choice(50, 80, 100, 150)"}
+    assert sweeper.storage == f"sqlite:///{tmp_path}/s/optuna.db" and (tmp_path / "s").is_dir()
+    assert sweeper.study_name == "rte-bert-large-pasta-full" and sweeper.sampler.seed is None  # resumed: new points
+
+
+@pytest.mark.parametrize("task", ["rte", "cola", "stsb"])
+def test_the_slurm_launcher_gives_each_job_its_table6_gpus(task):
+    cfg = hydra_config("hydra/launcher=submitit_slurm", "experiment=table4", f"task={task}")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == launcher.tasks_per_node == value(f"table6.{task}.gpus")
+    basic = hydra_config("hydra/launcher=basic", f"task={task}").hydra.launcher
+    assert basic._target_.endswith("BasicLauncher") and "gpus_per_node" not in basic
+
+
+@pytest.mark.slow
+def test_an_optuna_study_runs_on_the_basic_launcher_and_resumes(tmp_path):
+    """Two trials, then two more from the same storage: four trials told, each with its own run folder."""
+    import optuna
+    cmd = [sys.executable, "-m", "pasta_cli.train", "hparams_search=optuna", "hydra/launcher=basic",
+           "hydra.sweeper.n_trials=2", "trainer.epochs=choice(1)", "trainer.max_steps=1", "trainer.progress=false",
+           "task.builtin.train_size=16", "task.builtin.dev_size=8", "task.builtin.test_size=4",
+           f"hydra.sweep.dir={tmp_path}/study"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for _ in range(2):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+    study = optuna.load_study(study_name="builtin-minilm-pasta-full", storage=f"sqlite:///{tmp_path}/study/optuna.db")
+    told = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(told) == 4 and all(5e-4 <= t.params["optim.lr"] <= 7e-3 for t in told)
+    assert len({t.params["optim.lr"] for t in told}) == 4  # the resumed study drew new points
+    scores = sorted(json.loads(p.read_text())["best_score"] for p in (tmp_path / "study").rglob("results.json"))
+    assert len(scores) == 4 and scores == sorted(t.value for t in told)
 
 
 # ------------------------------------------------------------------------------------------------ aggregation
@@ -280,6 +326,35 @@ def test_table_cells_mean_std_diff_missing_and_failed(tmp_path, capsys):
     assert "failed cells: classifier_only/CoLA (log: " in capsys.readouterr().err
 
 
+def test_table_gaps_carry_bootstrap_intervals_and_count_what_held(tmp_path):
+    """Table 4 with dev predictions: PASTA (full) right on 90% of RTE's examples, classifier-only on 50%: the gap
+    is the mean difference of accuracies over seeds, its interval excludes 0, and the table says so."""
+    from pasta_cli.files import write_tsv
+    from pasta_cli.paper.uncertainty import paired_gap
+    data = fake_data(tmp_path / "data", "rte")
+    sweep = tmp_path / "outputs" / "table4" / "cpu" / "rte"
+    gold = ["entailment", "not_entailment"] * 50
+    flip = {"entailment": "not_entailment", "not_entailment": "entailment"}
+    for seed in (1, 2):
+        for variant, right in (("full", 90 - seed), ("classifier_only", 50)):
+            run = sweep / f"pasta-{variant}-s{seed}"
+            write_result(run, variant=variant, seed=seed, best_score=right / 100)
+            preds = [g if i < right else flip[g] for i, g in enumerate(gold)]
+            write_tsv(run / "dev_predictions.tsv", ("index", "prediction", "label"),
+                      [(i, p, g) for i, (p, g) in enumerate(zip(preds, gold))])
+            (run / "config.yaml").write_text("task:\n  labels: [entailment, not_entailment]\n")
+    res = reproduce(plan("table4", ["full", "classifier_only"], (1, 2), data_dir=str(data),
+                         output_root=tmp_path / "outputs"), run=False, echo=lambda *a: None)
+    md = res.table_md.read_text()
+    gap = paired_gap({s: sweep / f"pasta-full-s{s}" for s in (1, 2)},
+                     {s: sweep / f"pasta-classifier_only-s{s}" for s in (1, 2)}, "accuracy")
+    assert gap.point == pytest.approx(38.5) and gap.low > 0
+    line = next(x for x in md.splitlines() if x.startswith("| PASTA | classifier only |"))
+    assert line.split(" | ")[3].startswith("+38.5 [") and line.split(" | ")[3].endswith("✓")
+    assert "classifier only trails PASTA with an interval that excludes 0 on **1 of 1** task columns" in md
+    assert "model selection: best evaluation on dev" in md and "search budget: 1 setting per row" in md
+
+
 def test_table_avg_and_mnli_columns(tmp_path):
     data = fake_data(tmp_path / "data", *table("table5").tasks)
     sweep = tmp_path / "outputs" / "table5" / "cpu"
@@ -354,6 +429,7 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
                                          "classifier_only, diff_prune, full_ft, lora, prefix"),
     (["table4", "--tasks", "sst2"], "--tasks: sst2 is no column of table4; choose from cola, rte, mrpc, stsb"),
     (["table4", "--nproc", "0"], "--nproc 0: give 1 or more"),
+    (["table4", "--jobs", "0"], "--jobs 0: give 1 or more task columns"),
     (["table4", "--logger", "tensorboard"], "invalid choice: 'tensorboard'"),
     (["table4", "--data-dir", "/nowhere", "trainer.epochz=3"], "do not compose"),
 ])
@@ -368,12 +444,12 @@ def test_bad_arguments_exit_2_with_one_line(argv, says, capsys, tmp_path):
 
 def test_make_target_passes_its_variables():
     out = subprocess.run(["make", "-n", "-o", ".venv/.installed-stamp", "reproduce-table4", "SCALE=smoke",
-                          "DATA_DIR=/d", "SEEDS=1,2", "VARIANTS=full", "TASKS=rte", "LOGGER=wandb"],
+                          "DATA_DIR=/d", "SEEDS=1,2", "VARIANTS=full", "TASKS=rte", "LOGGER=wandb", "SELECTION=heldout"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     line = " ".join(out.stdout.replace("\\\n", " ").split())
     assert '.venv/bin/pasta-reproduce table4 --scale "smoke" --data-dir "/d" --seeds "1,2"' in line
-    assert '--variants "full" --tasks "rte" --logger "wandb"' in line
+    assert '--variants "full" --tasks "rte" --logger "wandb" --selection "heldout"' in line
 
 
 # ------------------------------------------------------------------------------------ the real thing, smoke scale

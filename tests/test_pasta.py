@@ -4,17 +4,22 @@ import copy
 
 import pytest
 import torch
-from tiny_models import FAMILIES, bert_tokenizer, roberta_tokenizer, tiny
+from tiny_models import FAMILIES, bert_tokenizer, deberta_v3_tokenizer, modernbert_tokenizer, roberta_tokenizer, tiny
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
     GPT2Tokenizer,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
 )
 
 from pasta_cli import PastaError, add_pasta, parameter_counts
 from pasta_cli.modeling import encoder_layers
+from pasta_cli.pasta import template_token_ids
 
 PAIRS = [  # padding (different lengths), [UNK] (unknown words), a literal "[SEP]" / "</s>" typed in text
     ("the man eats food", "the dog sees a cat"),
@@ -42,6 +47,12 @@ def hand_slots(enc, num_slots):
                 row.append(-1)
         table.append(row)
     return table
+
+
+def literal_is_a_template_id(tok):
+    """Whether "[SEP]" / "</s>" typed in text comes out as the template's own id (with split_special_tokens)."""
+    typed = tok("hello [SEP] world </s>", add_special_tokens=False)["input_ids"]
+    return bool(set(typed) & set(template_token_ids(tok)))
 
 
 def model_inputs(enc, with_mask=True):
@@ -75,7 +86,15 @@ def test_vectors_land_at_exactly_the_slots_of_every_layer(family, max_length, wi
     injector = add_pasta(model, tok, "full", pair=True, dropout=0.0)
     capture_layer_inputs(model, after)           # registered last: sees what the layer receives
     torch.nn.init.normal_(injector.vectors)
-    enc = batch(tok, max_length=max_length)
+    pairs = PAIRS
+    if not with_mask and literal_is_a_template_id(tok):
+        # DeBERTa-v3's SentencePiece vocabulary holds [SEP] as a piece: split_special_tokens cannot keep a typed
+        # "[SEP]" from becoming the template's id, so only the special_tokens_mask (which the collator always
+        # sends) tells it from a slot; without it the row is refused, never numbered wrongly
+        with pytest.raises(PastaError, match="row 1 has 4 .* return_special_tokens_mask=True"):
+            model(**model_inputs(batch(tok, max_length=max_length), with_mask))
+        pairs = [p for p in PAIRS if "[SEP]" not in p[0]]
+    enc = batch(tok, pairs, max_length=max_length)
     if max_length:
         assert enc["input_ids"].shape[1] == max_length  # truncation happened
     with torch.no_grad():
@@ -93,7 +112,7 @@ def test_vectors_land_at_exactly_the_slots_of_every_layer(family, max_length, wi
     assert all(sorted(p for p in row if p >= 0) == list(range(injector.num_slots)) for row in slots)
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v3", "modernbert"])
 def test_output_equals_a_hand_injected_forward(family):
     """Same logits as the plain model with m_i^l added by a naive per-token loop at each layer input."""
     model, tok = tiny(family)
@@ -178,6 +197,42 @@ def test_roberta_large_counts_four_pair_slots_and_a_trainable_head():
     counts = parameter_counts(model)
     assert counts["method"] == 24 * 4 * 1024
     assert counts["head"] == (1024 * 1024 + 1024) + (1024 * 2 + 2)  # classifier.dense + out_proj
+
+
+# the hub configs of model=modernbert-base|large and deberta-v3-base|large: (layers, hidden, heads, ffn, vocab)
+TODAYS_ENCODERS = {
+    "modernbert-base": ("modernbert", 22, 768, 12, 1152, 50368),
+    "modernbert-large": ("modernbert", 28, 1024, 16, 2624, 50368),
+    "deberta-v3-base": ("deberta-v3", 12, 768, 12, 3072, 128100),
+    "deberta-v3-large": ("deberta-v3", 24, 1024, 16, 4096, 128100),
+}
+
+
+@pytest.mark.parametrize("name", TODAYS_ENCODERS)
+def test_todays_encoders_train_L_x_P_x_d_vectors_and_their_head(name):
+    family, layers, d, heads, ffn, vocab = TODAYS_ENCODERS[name]
+    size = dict(hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn,
+                vocab_size=vocab)
+    if family == "modernbert":
+        tok = modernbert_tokenizer()
+        make = lambda: ModernBertForSequenceClassification(ModernBertConfig(**size))  # noqa: E731
+        # ModernBERT's head: dense (no bias), LayerNorm (no bias), classifier
+        head = d * d + d + (d * 2 + 2)
+    else:
+        tok = deberta_v3_tokenizer()
+        make = lambda: DebertaV2ForSequenceClassification(DebertaV2Config(  # noqa: E731
+            **size, relative_attention=True, position_buckets=256, max_relative_positions=-1,
+            pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False,
+            type_vocab_size=0, pooler_hidden_size=d))
+        head = (d * d + d) + (d * 2 + 2)  # ContextPooler's dense, classifier
+    with torch.device("meta"):
+        pair_model, single_model = make(), make()
+        add_pasta(pair_model, tok, "full", pair=True)
+        add_pasta(single_model, tok, "full", pair=False)
+    pair, single = parameter_counts(pair_model), parameter_counts(single_model)
+    assert pair["method"] == layers * 3 * d and single["method"] == layers * 2 * d  # [CLS] A [SEP] (B [SEP])
+    assert pair["head"] == single["head"] == head
+    assert pair["trainable"] == layers * 3 * d + head
 
 
 @pytest.mark.parametrize("family", FAMILIES)

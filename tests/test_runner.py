@@ -26,7 +26,8 @@ def run(tmp_path, *overrides):
 
 
 def test_builtin_run_writes_every_file(tmp_path):
-    results, d = run(tmp_path, "task.builtin.train_size=64", "task.builtin.dev_size=32", "task.builtin.test_size=16")
+    sizes = ["task.builtin.train_size=64", "task.builtin.dev_size=32", "task.builtin.test_size=16"]
+    results, d = run(tmp_path, *sizes)
     for name in ("config.yaml", "metrics.jsonl", "results.json", "adapter/adapter_config.json",
                  "adapter/adapter_model.safetensors", "norms.png", "dev_predictions.tsv"):
         assert (d / name).is_file(), name
@@ -41,9 +42,16 @@ def test_builtin_run_writes_every_file(tmp_path):
     lines = (d / "metrics.jsonl").read_text().splitlines()
     assert len(lines) >= 1 and "validation/accuracy" in json.loads(lines[-1])
     dev = list(csv.reader((d / "dev_predictions.tsv").open(), delimiter="\t"))
-    assert dev[0] == ["index", "prediction"] and len(dev) == 1 + 32
+    assert dev[0] == ["index", "prediction", "label"] and len(dev) == 1 + 32
     from pasta_cli.data.builtin import LABELS
     assert {row[1] for row in dev[1:]} <= set(LABELS)
+    # the gold column is the dev split's own labels, row for row, so a bootstrap can rescore the file
+    from pasta_cli.config import task_spec
+    from pasta_cli.data import load_task
+    gold = load_task(task_spec(compose([*QUICK, *sizes]))).splits["validation"]
+    assert [row[2] for row in dev[1:]] == [LABELS[y] for y in gold["label"]]
+    accuracy = sum(row[1] == row[2] for row in dev[1:]) / 32
+    assert accuracy == pytest.approx(saved["best_scores"]["validation"]["accuracy"])
     assert not (d / "test_predictions.tsv").exists()  # the built-in test split is labelled: no submission file
     config = (d / "config.yaml").read_text()
     assert "lr:" in config and "${" not in config  # resolved
@@ -102,3 +110,40 @@ def test_regression_runs_end_to_end_on_an_stsb_fixture(tmp_path):
     assert set(results["best_scores"]["validation"]) >= {"pearson", "spearman"}
     test = list(csv.reader((d / "test_predictions.tsv").open(), delimiter="\t"))
     assert len(test) == 11 and all(float(r[1]) == float(r[1]) for r in test[1:])
+
+
+def test_heldout_selection_reads_dev_once_at_the_end(tmp_path, monkeypatch):
+    """trainer.selection=heldout: every evaluation during training is on the held-out slice of train; dev is
+    predicted only after the last step, with the chosen model, and results.json says which protocol was used."""
+    from pasta_cli.training import loop
+    calls, real_predict, real_step = [], loop.predict, loop.train_step
+    monkeypatch.setattr(loop, "predict", lambda run, split: calls.append(("predict", split)) or real_predict(run, split))
+    monkeypatch.setattr(loop, "train_step", lambda run, micro: calls.append(("step", None)) or real_step(run, micro))
+    results, d = run(tmp_path, "task.builtin.train_size=80", "task.builtin.dev_size=32", "trainer.selection=heldout",
+                     "trainer.heldout_fraction=0.25", "trainer.max_steps=4", "trainer.eval_every_steps=2")
+    last_step = max(i for i, (kind, _) in enumerate(calls) if kind == "step")
+    during = [split for kind, split in calls[:last_step] if kind == "predict"]
+    after = [split for kind, split in calls[last_step:] if kind == "predict"]
+    assert during and set(during) == {"heldout"}, calls
+    assert "validation" in after and "heldout" in after  # the chosen model scored on dev once (and on the slice)
+    assert results["selection"] == "heldout" and set(results["selection_scores"]) == {"heldout"}
+    assert set(results["best_scores"]) == {"validation"}
+    assert results["best_score"] == results["best_scores"]["validation"]["accuracy"]
+    lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert lines and all("heldout/accuracy" in x and not any(k.startswith("validation/") for k in x) for x in lines)
+    # the slice: a quarter of the train rows, the same rows for the same seed, none of them trained on
+    from pasta_cli.config import task_spec
+    from pasta_cli.data import hold_out, load_task
+    task = load_task(task_spec(compose([*QUICK, "task.builtin.train_size=80"])))
+    a, b = hold_out(task, 0.25, 42), hold_out(task, 0.25, 42)
+    assert len(a.splits["heldout"]) == 12 and a.splits["heldout"]["idx"] == b.splits["heldout"]["idx"]
+    assert not set(a.splits["heldout"]["idx"]) & set(a.splits["train"]["idx"])
+
+
+def test_dev_selection_is_recorded_and_a_bad_fraction_is_one_line(tmp_path):
+    results, _ = run(tmp_path, "task.builtin.train_size=48", "task.builtin.dev_size=16")
+    assert results["selection"] == "dev" and results["selection_scores"] == results["best_scores"]
+    with pytest.raises(PastaError, match="heldout_fraction must be between 0 and 1"):
+        run(tmp_path / "bad", "trainer.selection=heldout", "trainer.heldout_fraction=1.5")
+    with pytest.raises(PastaError, match="unknown trainer.selection 'test'"):
+        run(tmp_path / "bad2", "trainer.selection=test")

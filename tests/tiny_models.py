@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
@@ -10,8 +11,14 @@ from transformers import (
     BertTokenizer,
     DebertaV2Config,
     DebertaV2ForSequenceClassification,
+    DebertaV2ForTokenClassification,
+    DebertaV2Tokenizer,
     ElectraConfig,
     ElectraForSequenceClassification,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
+    ModernBertForTokenClassification,
+    PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForSequenceClassification,
     RobertaTokenizer,
@@ -38,9 +45,50 @@ def roberta_tokenizer(**kwargs):
     return RobertaTokenizer(vocab=vocab, merges=[], split_special_tokens=True, **kwargs)
 
 
+def deberta_v3_tokenizer(**kwargs):
+    """DeBERTa-v3's layout: a SentencePiece (Unigram) vocabulary with [PAD] 0, [CLS] 1, [SEP] 2, [UNK] 3 and
+    the template [CLS] A [SEP] B [SEP], built from a word list (the real one is a 128k-piece spm file)."""
+    pieces = [("[PAD]", 0.0), ("[CLS]", 0.0), ("[SEP]", 0.0), ("[UNK]", 0.0), ("[MASK]", 0.0)]
+    pieces += [("\u2581" + w, -1.0) for w in WORDS] + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz[]<>/#,."]
+    return DebertaV2Tokenizer(vocab=pieces, unk_id=3, split_special_tokens=True, **kwargs)
+
+
+def modernbert_tokenizer(**kwargs):
+    """ModernBERT's layout: byte-level BPE (here with no merges) whose template is [CLS] A [SEP] B [SEP],
+    special tokens at the end of the vocabulary, and no token_type_ids (its model_input_names)."""
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    for t in ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"):
+        vocab[t] = len(vocab)
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                   pad_token="[PAD]", mask_token="[MASK]", split_special_tokens=True,
+                                   model_input_names=["input_ids", "attention_mask"], **kwargs)
+
+
 def tiny(family: str, num_labels: int = 2, token: bool = False, seed: int = 0):
-    """(model, tokenizer) for family in bert | roberta | electra | deberta."""
+    """(model, tokenizer) for family in FAMILIES."""
     torch.manual_seed(seed)
+    if family == "modernbert":
+        tok = modernbert_tokenizer()
+        cfg = ModernBertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                               intermediate_size=64, max_position_embeddings=64, local_attention=160, pad_token_id=tok.pad_token_id,
+                               cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                               bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, num_labels=num_labels)
+        cls = ModernBertForTokenClassification if token else ModernBertForSequenceClassification
+        return cls(cfg).eval(), tok
+    if family == "deberta-v3":  # relative attention only, as microsoft/deberta-v3-base is configured
+        tok = deberta_v3_tokenizer()
+        cfg = DebertaV2Config(vocab_size=len(tok), num_labels=num_labels, pooler_hidden_size=32, pooler_dropout=0.0,
+                              relative_attention=True, position_buckets=16, max_relative_positions=-1,
+                              pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm", share_att_key=True,
+                              position_biased_input=False, type_vocab_size=0, **SMALL)
+        cls = DebertaV2ForTokenClassification if token else DebertaV2ForSequenceClassification
+        return cls(cfg).eval(), tok
     if family == "roberta":
         tok = roberta_tokenizer()
         cfg = RobertaConfig(vocab_size=len(tok), pad_token_id=1, bos_token_id=0, eos_token_id=2,
@@ -61,7 +109,7 @@ def tiny(family: str, num_labels: int = 2, token: bool = False, seed: int = 0):
     raise ValueError(family)
 
 
-FAMILIES = ("bert", "roberta", "electra", "deberta")
+FAMILIES = ("bert", "roberta", "electra", "deberta", "deberta-v3", "modernbert")
 
 
 def bert_large_on_meta(apply):

@@ -11,9 +11,9 @@ from pasta_cli.data.spec import (
     TaskSpec,
     TestColumns,
 )
-from pasta_cli.data.task import TaskData, as_spec, load_task
+from pasta_cli.data.task import HELDOUT, TaskData, as_spec, hold_out, load_task
 
 __all__ = [
     "BuiltinSpec", "Collator", "Format", "HubSpec", "Kind", "SubmissionLabels", "TaskData", "TaskSpec",
-    "TestColumns", "as_spec", "encode", "load_task",
+    "TestColumns", "HELDOUT", "as_spec", "encode", "hold_out", "load_task",
 ]

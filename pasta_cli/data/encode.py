@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+from transformers import DataCollatorForTokenClassification, DataCollatorWithFlattening, DataCollatorWithPadding
 
 from pasta_cli.data.spec import Kind
 from pasta_cli.errors import PastaError
@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pasta_cli.eval imports IGNORE from here; task.py imports pa
 # Keys of an encoded row that go to the model; everything else (idx, ...) stays out of a batch.
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask", "labels")
 IGNORE = -100  # label of positions that are not scored (special tokens, later sub-words, padding)
+# per-token keys the flattening collator leaves out, concatenated the same way (token_type_ids: BERT-style pairs)
+PACKED_EXTRA = ("special_tokens_mask", "token_type_ids")
 
 
 def encode(task: TaskData, tokenizer, max_length: int = 128) -> dict[str, Any]:
@@ -107,4 +109,24 @@ class Collator:
         if "labels" in batch:
             labels = torch.as_tensor(batch["labels"])
             batch["labels"] = labels.float() if self.regression else labels.long()
+        return batch
+
+
+class PackingCollator:
+    """Padding-free batches (trainer.packing=true): every row of the batch concatenated into one row by
+    transformers' `DataCollatorWithFlattening`, with `position_ids` restarting at `first_position` for each
+    sequence and the boundaries `cu_seq_lens_q/k`, `max_length_q/k` that a varlen attention kernel (flash
+    attention) reads to keep the sequences apart; PASTA numbers its slots per sequence from the same
+    boundaries. Labels are per token (token classification: the first token of each sequence is a special
+    token, -100 either way); special_tokens_mask and token_type_ids are concatenated alongside."""
+
+    def __init__(self, first_position: int = 0):
+        self.inner = DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=True,
+                                                separator_id=IGNORE, position_ids_start=first_position)
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, Any]:
+        batch = dict(self.inner([{k: f[k] for k in ("input_ids", "labels") if k in f} for f in features]))
+        for key in PACKED_EXTRA:
+            if key in features[0]:
+                batch[key] = torch.tensor([[v for f in features for v in f[key]]], dtype=torch.long)
         return batch

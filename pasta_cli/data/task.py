@@ -134,6 +134,20 @@ def load_task(spec: TaskSpec | Any) -> TaskData:
     return TaskData(resolved, data, frozenset(unlabelled))
 
 
+HELDOUT = "heldout"  # the split trainer.selection=heldout chooses the best evaluation on
+
+
+def hold_out(task: TaskData, fraction: float, seed: int) -> TaskData:
+    """The task with a seeded share of its train rows moved to a labelled `heldout` split, so a run can pick
+    its best epoch without reading dev (datasets' own train_test_split: the same rows for the same seed)."""
+    train = task.splits["train"]
+    if round(fraction * len(train)) < 1 or round(fraction * len(train)) >= len(train):
+        raise PastaError(f"trainer.heldout_fraction={fraction} of {len(train)} train rows holds out no row or "
+                         f"every row: choose a fraction that leaves both parts at least one row")
+    parts = train.train_test_split(test_size=fraction, seed=seed, shuffle=True)
+    return dataclasses.replace(task, splits={**task.splits, "train": parts["train"], HELDOUT: parts["test"]})
+
+
 def _check(spec: TaskSpec) -> None:
     """Settings that are wrong whatever the data holds."""
     kind = spec.kind

@@ -14,6 +14,12 @@ from pasta_cli.paper.results import Cell
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import row_label, task_label
 
+# how a run picked its best evaluation (trainer.selection), as the table's text says it
+SELECTION_TEXT = {
+    "dev": "ours are the best dev-set score of each run (model selection on the dev set, the paper's protocol)",
+    "heldout": "ours are each run's dev-set score at the epoch chosen on a seeded held-out slice of train "
+               "(trainer.selection=heldout: dev is read once, at the end)",
+}
 CSV_HEADER = ["table", "scale", "row", "row_label", "recipe", "column", "task", "split", "metric", "status", "mean",
               "std", "n_seeds", "seeds", "paper", "diff", "trainable_method_pct", "trainable_pct", "best_epoch",
               "wall_time_s", "log", "run_dirs", "command"]
@@ -118,7 +124,42 @@ def _avg_text(plan: Plan, cells: dict[tuple, Cell], row: str) -> str:
     return fmt(avg) if paper is None else f"{fmt(avg)} ({fmt(paper)}, {fmt(avg - paper, sign=True)})"
 
 
-def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str]) -> str:
+def gap_text(gap) -> str:
+    """`+12.3 [+8.1, +16.0]` (x100), marked when the interval excludes 0; or why there is no interval."""
+    if gap is None:
+        return "–"
+    if isinstance(gap, str):
+        return f"– ({gap})"
+    mark = " ✓" if gap.excludes_zero else ""
+    return f"{fmt(gap.point, sign=True)} [{fmt(gap.low, sign=True)}, {fmt(gap.high, sign=True)}]{mark}"
+
+
+def gaps_markdown(plan: Plan, gaps: dict) -> str:
+    """Each row's gap to each reference row, per task, with its interval; then what held, counted."""
+    refs = list(dict.fromkeys(ref for _, ref, _ in gaps))
+    if not refs:
+        return ""
+    header = ["row", "minus", *(task_label(t) for t in plan.table.tasks)]
+    body = [[row_label(row), row_label(ref), *(gap_text(gaps.get((row, ref, t))) for t in plan.table.tasks)]
+            for ref in refs for row in plan.rows if row != ref]
+    first = next(iter(gaps.values()))
+    replicates = "" if isinstance(first, str) else f" over {first.seeds} seed(s) and {first.examples}+ dev examples"
+    md = ["\n## Gaps, with 95% bootstrap intervals\n\n",
+          "Each cell: the row's score minus the reference row's, x100, the mean over seeds, and the 95% interval "
+          "of a paired bootstrap" + replicates + " (the same examples drawn for both rows, the seeds drawn too; "
+          "scipy.stats.bootstrap, percentile, pasta_cli/paper/uncertainty.py). ✓: the interval excludes 0.\n\n",
+          markdown_table(header, body)]
+    for ref in refs:
+        for row in plan.rows:
+            found = [g for (r, f, _), g in gaps.items() if (r, f) == (row, ref) and not isinstance(g, str)]
+            if found and ref != "full" and row in ("full", "pasta"):
+                below = sum(g.excludes_zero and g.point > 0 for g in found)
+                md.append(f"\n{row_label(ref)} trails {row_label(row)} with an interval that excludes 0 on "
+                          f"**{below} of {len(found)}** task columns.\n")
+    return "".join(md)
+
+
+def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], gaps: dict | None = None) -> str:
     """The table as the paper prints it, ours beside the paper's numbers, then how it was made."""
     table = plan.table
     header = ["row", "recipe", "% params (ours)", "% trained (ours)", "% params (paper)",
@@ -135,13 +176,13 @@ def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str]) -
     md = [f"# {table.title}: our reproduction at scale {plan.scale}\n\n",
           f"Each cell: ours x100, mean ± std over seeds {','.join(map(str, plan.seeds))} when there are several "
           f"(the paper's number, ours minus the paper's). The paper's numbers are on {table.evaluated_on}; "
-          "ours are the best dev-set score of each run (model selection on the dev set). "
+          + SELECTION_TEXT[plan.selection] + ". "
           "`% params (ours)` is the method's trainable parameters without the task head, as the paper counts them"
           + (f" ({table.params_note})" if table.params_note else "") + "; `% trained (ours)` is everything that "
           "trained, the head included (RoBERTa-large's head, 1,051,650, outweighs LoRA's 786,432). `recipe`: whose "
           "training recipe the row used (pasta_cli/paper/paper.yaml `recipes`, docs/BASELINES.md)"
           + (": every row on PASTA's budget (--recipe pasta)" if plan.recipe == "pasta" else "") + ".\n\n",
-          markdown_table(header, body), "\n## Run\n"]
+          markdown_table(header, body), gaps_markdown(plan, gaps or {}), "\n## Run\n"]
     md += [f"- {k}: {v}\n" for k, v in meta.items()]
     md.append("\n## Commands (one multirun per task column; the CSV has each cell's own command)\n")
     for task in table.tasks:

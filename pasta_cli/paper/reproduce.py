@@ -3,6 +3,7 @@
     pasta-reproduce table4 --scale cpu --data-dir ../shared/data          # what `make reproduce-table4` runs
     pasta-reproduce table2 --scale paper --methods full_ft,bitfit --seeds 42,43,44 trainer.precision=bf16
     pasta-reproduce table4 --scale cpu --report                           # re-render what finished, run nothing
+    pasta-reproduce submission table2                                     # the GLUE leaderboard zip of its best runs
 
 The table's rows, columns and numbers come from paper.yaml (`tables.py`), the commands and folders from
 `schedule.py`, the cells from `results.py`, the text from `render.py`; this module checks the arguments
@@ -17,6 +18,7 @@ import shlex
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,12 +26,14 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from pasta_cli.config import RECIPES, compose
+from pasta_cli.config import RECIPES, SELECTIONS, compose
 from pasta_cli.errors import Parser
+from pasta_cli.paper import submission
 from pasta_cli.paper.render import table_csv, table_markdown, write_table
 from pasta_cli.paper.results import Cell, collect_cells
-from pasta_cli.paper.schedule import Plan, config_names, data_path, gpu_count, machine, run_column, shell
+from pasta_cli.paper.schedule import Plan, config_names, cpu_count, data_path, gpu_count, machine, run_column, shell
 from pasta_cli.paper.tables import table, table_names
+from pasta_cli.paper.uncertainty import table_gaps
 from pasta_cli.pasta import VARIANTS
 
 PROG = "pasta-reproduce"
@@ -58,6 +62,7 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
     per_column = len(plan.rows) * len(plan.seeds)
     ran: set[str] = set()
     started = time.time()
+    columns = []
     for task in plan.selected:
         if not plan.has_data(task):
             echo(f"{task}: missing (no data under {data_path(plan.data_dir, task)}): not run")
@@ -69,10 +74,15 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
         if not todo:
             echo(f"{task}: all {per_column} runs finished already (skipped)")
             continue
+        columns.append(task)
         echo(f"{task}: {len(todo)} of {per_column} runs to do; log {plan.log_path(task)}\n"
              f"  $ {shell(plan.command(task))}")
-        rc, seconds = run_column(plan, task, env)
-        echo(f"{task}: exit {rc} after {seconds / 60:.1f} min")
+    jobs = max(1, min(plan.jobs, len(columns)))
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # columns side by side: the cores shared out
+        env["OMP_NUM_THREADS"] = str(max(1, cpu_count() // jobs))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for task, (rc, seconds) in zip(columns, pool.map(lambda t: run_column(plan, t, env), columns)):
+            echo(f"{task}: exit {rc} after {seconds / 60:.1f} min")
     elapsed = time.time() - started
     cells = collect_cells(plan, ran)
     ok = [c for c in cells.values() if c.status == "ok"]
@@ -81,14 +91,22 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
         "written": datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),
         "processes per run": str(plan.nproc),
+        "task columns at a time": f"{plan.jobs}" + (f" (OMP_NUM_THREADS={env['OMP_NUM_THREADS']} each)"
+                                                    if "OMP_NUM_THREADS" in env else ""),
         "recipe": "each row its method's own (--recipe own)" if plan.recipe == "own"
                   else "PASTA's budget for every row (--recipe pasta)",
+        "model selection": {"dev": "best evaluation on dev (trainer.selection=dev, the paper's protocol)",
+                            "heldout": "best evaluation on a seeded held-out slice of train, then dev once "
+                                       "(trainer.selection=heldout)"}[plan.selection],
+        "search budget": f"1 setting per row (its recipe's learning rate and epochs) x {len(plan.seeds)} seed(s), "
+                         "the same for every row",
         "this invocation's wall time": f"{elapsed / 60:.1f} min",
         "training wall time of the cells shown (sum of results.json wall_time_s)":
             f"{sum(r.get('wall_time_s') or 0 for c in ok for r in c.runs) / 60:.1f} min",
         "cells": ", ".join(f"{n} {s}" for s, n in sorted(Counter(c.status for c in cells.values()).items())),
     }
-    md = table_markdown(plan, cells, meta)
+    gaps = table_gaps(plan, cells)
+    md = table_markdown(plan, cells, meta, gaps)
     written = write_table(plan, md, table_csv(plan, cells))
     echo(md)
     echo(f"wrote {written[0]} and {written[1]} (copies in {plan.folder.parent})")
@@ -115,8 +133,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="own", choices=RECIPES,
                    help="own (default): each row its method's own paper's recipe; pasta: every row on PASTA's "
                         "budget (Table 6), into <scale>-recipe-pasta/")
+    p.add_argument("--selection", default="dev", choices=SELECTIONS,
+                   help="how each run picks its best epoch: dev (default, the paper's protocol) or heldout (a seeded "
+                        "slice of train; dev read once at the end), into <scale>-heldout/")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes per run (torchrun when > 1); default: the visible GPUs at scale paper, else 1")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="task columns run side by side (default: the CPU cores, up to the columns, at scales cpu "
+                        "and smoke, where one thread per run beats two threads sharing cores; 1 at scale paper)")
     p.add_argument("--output-root", default="outputs", type=Path)
     p.add_argument("--report", action="store_true", help="only write the table from what finished; run nothing")
     return p
@@ -162,11 +186,15 @@ def plan_from_args(a: argparse.Namespace) -> Plan:
     if a.nproc is not None and a.nproc < 1:
         raise BadArgument(f"--nproc {a.nproc}: give 1 or more processes per run")
     nproc = a.nproc or (max(1, gpu_count()) if a.scale == "paper" else 1)
-    if any(o.startswith("recipe=") for o in a.overrides):
-        raise BadArgument("give the recipe as --recipe own|pasta, not as an override: it also picks the run folders")
+    if a.jobs is not None and a.jobs < 1:
+        raise BadArgument(f"--jobs {a.jobs}: give 1 or more task columns at a time")
+    jobs = a.jobs or (1 if a.scale == "paper" else cpu_count())
+    for key, option in (("recipe", "--recipe own|pasta"), ("trainer.selection", "--selection dev|heldout")):
+        if any(o.startswith(f"{key}=") for o in a.overrides):
+            raise BadArgument(f"give {key} as {option}, not as an override: it also picks the run folders")
     return Plan(table(a.table), tuple(_rows(a.table, _items(a.variants), _items(a.methods))), tuple(seeds),
                 a.scale, a.data_dir or None, a.output_root, tuple(_items(a.tasks) or tasks), nproc,
-                None if a.logger in ("", "none") else a.logger, tuple(a.overrides), a.recipe)
+                None if a.logger in ("", "none") else a.logger, tuple(a.overrides), a.recipe, a.selection, jobs)
 
 
 def check_composes(plan: Plan) -> None:
@@ -184,6 +212,8 @@ def check_composes(plan: Plan) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["submission"]:
+        return submission.main(argv[1:])
     p = parser()
     a = p.parse_intermixed_args(argv)
     try:

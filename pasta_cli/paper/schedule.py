@@ -63,6 +63,11 @@ def has_data(data_dir: str | None, task: str) -> bool:
     return path is None or any((Path(path) / f).is_file() for f in TRAIN_FILES)
 
 
+def cpu_count() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
@@ -98,11 +103,15 @@ class Plan:
     logger: str | None = None
     extra: tuple[str, ...] = ()        # Hydra overrides for every cell
     recipe: str = "own"                # own: each row its method's recipe; pasta: every row on PASTA's budget
+    selection: str = "dev"             # trainer.selection of every cell: dev (the paper's) | heldout
+    jobs: int = 1                      # task columns run side by side (CPU scales)
 
     @property
     def folder(self) -> Path:
-        """<table>/<scale>; the shared-budget ablation apart (<scale>-recipe-pasta): neither skips the other's runs."""
+        """<table>/<scale>; the shared-budget ablation (<scale>-recipe-pasta) and held-out selection (<scale>-heldout)
+        apart: none skips another's runs, and a table never mixes protocols."""
         scale = self.scale if self.recipe == "own" else f"{self.scale}-recipe-{self.recipe}"
+        scale += "" if self.selection == "dev" else f"-{self.selection}"
         return Path(self.output_root) / self.table.name / scale
 
     def sweep_dir(self, task: str) -> Path:
@@ -131,6 +140,8 @@ class Plan:
             cmd.append(f"task.data_dir={path}")
         cmd += [f"{self.table.row_key}={','.join(rows)}", f"seed={','.join(map(str, seeds))}"]
         cmd.append(f"recipe={self.recipe}")
+        if self.selection != "dev":
+            cmd.append(f"trainer.selection={self.selection}")
         if self.nproc > 1 and self.scale != "smoke":  # each row's recipe batch is the effective one: split it
             cmd.append(f"trainer.batch_size=${{per_device:{self.nproc}}}")
         if self.logger:
@@ -165,8 +176,7 @@ def machine() -> str:
                 break
     except (OSError, subprocess.SubprocessError):
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    words = f"{model}, {cores} cores"
+    words = f"{model}, {cpu_count()} cores"
     n = gpu_count()
     if n:
         words += f", {n} x {torch.cuda.get_device_name(0)}"

@@ -5,7 +5,8 @@
     results.json          the best model's scores, counts and budget (written last, atomically)
     adapter/              the best model's adapter (pasta_cli.adapter: one format for every method)
     <figure>.png          the method's own figure (PASTA: norms.png, the paper's Figure 4)
-    dev_predictions.tsv   the best model on the first evaluation split; test_predictions*.tsv: the
+    dev_predictions.tsv   the best model on the first evaluation split, each row with its gold label (what
+                          the paired bootstrap of pasta-reproduce resamples); test_predictions*.tsv: the
                           GLUE submission files for unlabelled test splits
 """
 
@@ -50,32 +51,49 @@ def draw(run, run_dir: Path, step: int | None, suffix: str = "") -> Path | None:
     return run.method.figure(run.model, run.tokenizer, run.task.pair, run_dir / FIGURE, title)
 
 
+def test_file_name(split: str) -> str:
+    """The prediction file of an unlabelled test split: test -> test_predictions.tsv, test_matched ->
+    test_predictions_matched.tsv (what pasta-reproduce submission gathers)."""
+    return f"{split.replace('test', 'test_predictions', 1)}.tsv"
+
+
 def prediction_files(task) -> list[tuple[str, str]]:
     """(split, file name): dev predictions of the first evaluation split, and a GLUE submission file
     for every unlabelled test split (a labelled one, CoNLL-2003's or the built-in task's, is for scoring)."""
     files = [(task.eval_splits[0], "dev_predictions.tsv")]
-    files += [(s, f"{s.replace('test', 'test_predictions', 1)}.tsv") for s in task.test_splits if not task.labelled(s)]
+    files += [(s, test_file_name(s)) for s in task.test_splits if not task.labelled(s)]
     return files
 
 
 def write_predictions(run, run_dir: Path, predict) -> None:
-    """`predict(split) -> (logits, labels)` for each prediction file, written as (index, prediction) rows."""
+    """`predict(split) -> (logits, labels)` for each prediction file, written as (index, prediction) rows,
+    with a third column, the gold label in the same form, where the split is labelled (the dev file)."""
     for split, name in prediction_files(run.task):
         logits, labels = predict(split)
-        rows = submission_rows(run.task, split, run.data[split]["idx"], predictions(run.task, logits), labels)
-        write_tsv(run_dir / name, ("index", "prediction"), rows)
+        idx = run.data[split]["idx"]
+        rows = submission_rows(run.task, split, idx, predictions(run.task, logits), labels)
+        if run.task.labelled(split) and labels is not None:
+            gold = submission_rows(run.task, split, idx, labels, labels)  # the labels, written as predictions are
+            write_tsv(run_dir / name, ("index", "prediction", "label"), [(*r, g[1]) for r, g in zip(rows, gold)])
+        else:
+            write_tsv(run_dir / name, ("index", "prediction"), rows)
 
 
-def results(run, state) -> dict:
-    """results.json: what the best model scored, what it trained, and with which budget."""
+def results(run, state, final: dict | None = None) -> dict:
+    """results.json: what the best model scored, what it trained, and with which budget. With held-out
+    selection, `final` is the chosen model's one dev evaluation: best_scores and best_score report it, and
+    `selection_scores` what the choice was made on."""
     cfg, t = run.cfg, run.cfg.trainer
     c = parameter_counts(run.model)
+    scores = state.best_scores if final is None else final
     return {
         "task": run.task.name, "model": cfg.model.tag, "backbone": cfg.model.name_or_path,
         "method": cfg.method.name, "variant": cfg.method.get("variant"),
         "recipe": recipe_name(cfg),  # whose recipe (paper.yaml `recipes`) set the budget: the method's, or pasta
-        "main_metric": run.main_metric, "best_score": state.best,
-        "best_scores": state.best_scores, "best_epoch": state.best_epoch, "best_step": state.best_step,
+        "main_metric": run.main_metric, "selection": t.selection,
+        "best_score": scores[run.task.eval_splits[0]][run.main_metric],
+        "best_scores": scores, "selection_scores": state.best_scores,
+        "best_epoch": state.best_epoch, "best_step": state.best_step,
         "epochs_run": state.epoch, "steps": state.step,
         "trainable": c["trainable"], "trainable_method": c["method"], "trainable_head": c["head"],
         "trainable_pct": c["trainable_pct"], "trainable_method_pct": c["method_pct"], "backbone_params": c["backbone"],

@@ -16,9 +16,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from pasta_cli.backbones import load_model, load_tokenizer
+from pasta_cli.backbones import first_position, load_model, load_tokenizer
 from pasta_cli.config import task_spec
-from pasta_cli.data import Collator, TaskData, encode, load_task
+from pasta_cli.data import HELDOUT, Collator, TaskData, encode, hold_out, load_task
+from pasta_cli.data.encode import PackingCollator
 from pasta_cli.methods import Method, apply_method, check_method
 from pasta_cli.modeling import AMP_DTYPES, check_gradients_reachable
 from pasta_cli.training import dist
@@ -34,7 +35,8 @@ class Run:
     task: TaskData
     tokenizer: Any
     data: dict                        # split -> tokenized datasets.Dataset
-    collate: Collator
+    collate: Collator                 # padded batches: evaluation and prediction (one row per input)
+    train_collate: Any                # training batches: `collate`, or the PackingCollator (trainer.packing)
     method: Method
     model: nn.Module                  # the model the method made (a PeftModel for LoRA)
     module: nn.Module                 # what forward/backward runs through: the model, DDP- and compile-wrapped
@@ -48,6 +50,11 @@ class Run:
     global_batch: int                 # trainer.batch_size x world
     total_steps: int
     main_metric: str                  # model selection: trainer.main_metric, else the task's
+
+    @property
+    def selection_splits(self) -> list[str]:
+        """Where the best evaluation is chosen during training: the task's dev splits, or the held-out slice."""
+        return [HELDOUT] if self.cfg.trainer.selection == "heldout" else self.task.eval_splits
 
     @property
     def head(self) -> str:
@@ -78,7 +85,7 @@ def setup_data(cfg, task: TaskData):
 def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn.Module, nn.Module]:
     """The backbone with a fresh head, the method on it, on the device; (model, module to run)."""
     model = load_model(cfg.model.name_or_path, task.kind, task.num_labels, task.id2label or None,
-                       dropout=cfg.model.dropout)
+                       attn_implementation=cfg.model.attn_implementation, dropout=cfg.model.dropout)
     model = apply_method(model, tokenizer, cfg.method, task.pair)
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -119,8 +126,13 @@ def build(cfg, task: TaskData | None = None) -> Run:
     device, device_type = setup_device(cfg)
     seed_everything(cfg.seed)
     task = task or load_task(task_spec(cfg))
+    if cfg.trainer.selection == "heldout":
+        task = hold_out(task, cfg.trainer.heldout_fraction, cfg.seed)
     tokenizer, data, collate = setup_data(cfg, task)
     model, module = setup_model(cfg, task, tokenizer, device, device_type)
+    # packing changes only the training batches' layout; evaluation stays padded, so predictions keep one row
+    # per input (the loss is the same: a mean over the same labelled tokens)
+    train_collate = PackingCollator(first_position(model.config)) if cfg.trainer.packing else collate
     # a method that trains nothing (the benchmark's floor) still gets the optimiser and schedule of any
     # method: AdamW refuses an empty list, so it holds one empty tensor kept outside the model, where DDP
     # never waits for it (an empty *parameter* never requires grad: modeling.freeze_empty)
@@ -130,8 +142,8 @@ def build(cfg, task: TaskData | None = None) -> Run:
     total_steps = count_steps(cfg, len(lengths), world)
     optimizer, scheduler, scaler = setup_optimizer(cfg, method.param_groups(model, params), total_steps)
     return Run(cfg=cfg, device=device, device_type=device_type, world=world, rank=dist.rank(), task=task,
-               tokenizer=tokenizer, data=data, collate=collate, method=method, model=model, module=module,
-               params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+               tokenizer=tokenizer, data=data, collate=collate, train_collate=train_collate, method=method,
+               model=model, module=module, params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                amp_dtype=AMP_DTYPES[cfg.trainer.precision], train_rows=data["train"].to_list(), lengths=lengths,
                global_batch=cfg.trainer.batch_size * world, total_steps=total_steps,
                main_metric=cfg.trainer.main_metric or task.main_metric)

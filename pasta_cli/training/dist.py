@@ -22,6 +22,19 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def adopt_slurm_tasks() -> bool:
+    """Inside a job of Hydra's submitit launcher with several SLURM tasks (one per GPU), export what torchrun
+    would (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) from SLURM's variables; True when it did."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or "RANK" in os.environ:
+        return False
+    from submitit.helpers import TorchDistributedEnvironment  # the cluster extra: only here
+    env = TorchDistributedEnvironment()
+    if env.world_size < 2:
+        return False
+    env.export(set_cuda_visible_devices=False)  # every rank sees every GPU of its node; LOCAL_RANK picks one
+    return True
+
+
 def init(device_type: str) -> None:
     """Join the torchrun process group (NCCL on GPU, gloo on CPU); a no-op for one process."""
     if world_size() > 1 and not dist.is_initialized():

@@ -71,9 +71,10 @@ def predict(run: Run, split: str):
     return np.concatenate(logits), (np.concatenate(labels) if labels else None)
 
 
-def evaluate(run: Run) -> dict[str, dict[str, float]]:
+def evaluate(run: Run, splits: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Scores on `splits`, by default those the best evaluation is chosen on (`run.selection_splits`)."""
     scores = {}
-    for split in run.task.eval_splits:
+    for split in run.selection_splits if splits is None else splits:
         logits, labels = predict(run, split)
         scores[split] = compute_metrics(run.task, predictions(run.task, logits), labels)
     return scores
@@ -85,7 +86,7 @@ def eval_and_keep_best(run: Run, state: TrainState, train_loss: float, run_dir: 
     state.evals += 1
     if main:
         scores = evaluate(run)
-        score = scores[run.task.eval_splits[0]][run.main_metric]
+        score = scores[run.selection_splits[0]][run.main_metric]
         record = {"step": state.step, "epoch": state.epoch, "train_loss": train_loss,
                   "lr": run.scheduler.get_last_lr()[0], "wall_s": round(state.wall, 2),
                   **{f"{split}/{k}": v for split, s in scores.items() for k, v in s.items()}}
@@ -126,7 +127,7 @@ def fit(run: Run, run_dir: Path, logger) -> TrainState:
         batches = epoch_batches(run.lengths, run.global_batch, cfg.seed, state.epoch, t.group_by_length)
         while not stop and state.batch < len(batches):
             group = batches[state.batch:state.batch + t.grad_accum]
-            micro = [to_device(run, run.collate([run.train_rows[i] for i in rank_slice(b, run.rank, run.world)]))
+            micro = [to_device(run, run.train_collate([run.train_rows[i] for i in rank_slice(b, run.rank, run.world)]))
                      for b in group]
             loss = train_step(run, micro)
             run.method.after_step(run.model, state.step + 1, run.total_steps, run.scheduler)  # Diff-Prune's projection
@@ -167,11 +168,15 @@ def finish(run: Run, state: TrainState, run_dir: Path, logger) -> dict:
     if not dist.is_main():
         return {}
     load_trainable(run.model, state.best_state, "the best model's tensors")
+    final = None
+    if run.cfg.trainer.selection == "heldout":  # dev, read for the first time: the chosen model, once
+        final = evaluate(run, run.task.eval_splits)
+        logger.log({f"final/{split}/{k}": v for split, s in final.items() for k, v in s.items()}, state.step)
     artifacts.write_predictions(run, run_dir, lambda split: predict(run, split))
     figure = artifacts.draw(run, run_dir, state.best_step, " (best)")
     if figure:
         logger.image(f"{figure.stem}_best", figure)
-    record = artifacts.results(run, state)
+    record = artifacts.results(run, state, final)
     artifacts.write_results(run_dir, record)
     logger.summary({k: v for k, v in record.items() if not isinstance(v, dict)})
     return record

@@ -23,6 +23,7 @@ CHANGEABLE = (
     "trainer.epochs", "trainer.max_steps", "trainer.eval_every_steps", "trainer.early_stopping_patience",
     "trainer.log_every_steps", "trainer.checkpoint_every_steps", "trainer.eval_batch_size", "trainer.progress",
     "trainer.num_workers", "trainer.device", "trainer.compile", "trainer.gradient_checkpointing",
+    "trainer.packing", "model.attn_implementation",
 )
 TASK_KEYS = ("name", "kind", "pair", "labels")  # plus the rows' fingerprint; paths may move, the data may not
 

@@ -22,7 +22,8 @@ def to_device(run, batch: dict) -> dict:
     """A collated batch on the run's device (padded to trainer.max_length when pad_to_max_length asks)."""
     if run.cfg.trainer.pad_to_max_length:
         batch = pad_batch(batch, run.cfg.trainer.max_length, run.tokenizer.pad_token_id)
-    return {k: v.to(run.device) for k, v in batch.items()}
+    # a packed batch also carries plain ints (max_length_q/k, flash attention's longest sequence)
+    return {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def train_step(run, micro_batches: list[dict]) -> float:
