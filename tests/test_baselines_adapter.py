@@ -27,7 +27,17 @@ def snapshot(model):
     return {n: t.detach().clone() for n, t in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# Houlsby's placement needs post-LayerNorm sublayers (dense, dropout, LayerNorm); ModernBERT is pre-LN: refused
+POST_LN = tuple(f for f in FAMILIES if f != "modernbert")
+
+
+def test_a_pre_layernorm_encoder_is_refused_in_one_line():
+    model, _ = tiny("modernbert")
+    with pytest.raises(PastaError, match="found \\[0, 0, 0\\] residual sublayers per layer in ModernBert"):
+        apply_adapter(model, size=8)
+
+
+@pytest.mark.parametrize("family", POST_LN)
 def test_zeroed_adapters_give_exactly_the_frozen_models_logits(family):
     model, tok = tiny(family)
     enc = encode(tok)
