@@ -326,6 +326,21 @@ def test_table_cells_mean_std_diff_missing_and_failed(tmp_path, capsys):
     assert "failed cells: classifier_only/CoLA (log: " in capsys.readouterr().err
 
 
+def test_a_report_during_the_run_calls_a_live_cell_running_not_failed(tmp_path):
+    from pasta_cli.training.folder import FolderLock
+    data = fake_data(tmp_path / "data", "rte")
+    sweep = tmp_path / "outputs" / "table4" / "cpu" / "rte"
+    write_result(sweep / "pasta-full-s1", seed=1)
+    live, dead = sweep / "pasta-classifier_only-s1", sweep / "pasta-shared-s1"
+    live.mkdir()
+    dead.mkdir()
+    with FolderLock(live):  # a pasta-train holds it now
+        res = reproduce(plan("table4", ["full", "classifier_only", "shared"], (1,), data_dir=str(data),
+                             output_root=tmp_path / "outputs"), run=False, echo=lambda *a: None)
+    assert [res.cells[(r, "rte")].status for r in ("full", "classifier_only", "shared")] == ["ok", "running", "failed"]
+    assert "| running |" in res.table_md.read_text()
+
+
 def test_table_gaps_carry_bootstrap_intervals_and_count_what_held(tmp_path):
     """Table 4 with dev predictions: PASTA (full) right on 90% of RTE's examples, classifier-only on 50%: the gap
     is the mean difference of accuracies over seeds, its interval excludes 0, and the table says so."""

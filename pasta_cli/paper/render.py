@@ -140,14 +140,17 @@ def gaps_markdown(plan: Plan, gaps: dict) -> str:
     if not refs:
         return ""
     header = ["row", "minus", *(task_label(t) for t in plan.table.tasks)]
+    pairs = []  # each pair of rows once: "classifier-only minus PASTA" would only repeat "PASTA minus classifier-only"
+    for ref in refs:
+        pairs += [(row, ref) for row in plan.rows if row != ref and (ref, row) not in pairs]
     body = [[row_label(row), row_label(ref), *(gap_text(gaps.get((row, ref, t))) for t in plan.table.tasks)]
-            for ref in refs for row in plan.rows if row != ref]
-    first = next(iter(gaps.values()))
-    replicates = "" if isinstance(first, str) else f" over {first.seeds} seed(s) and {first.examples}+ dev examples"
+            for row, ref in pairs]
+    seeds = sorted({g.seeds for g in gaps.values() if not isinstance(g, str)})
     md = ["\n## Gaps, with 95% bootstrap intervals\n\n",
           "Each cell: the row's score minus the reference row's, x100, the mean over seeds, and the 95% interval "
-          "of a paired bootstrap" + replicates + " (the same examples drawn for both rows, the seeds drawn too; "
-          "scipy.stats.bootstrap, percentile, pasta_cli/paper/uncertainty.py). ✓: the interval excludes 0.\n\n",
+          f"of a paired bootstrap over {'/'.join(map(str, seeds)) or 'the'} seed(s) and each column's dev examples "
+          "(the same examples drawn for both rows, the seeds drawn too; scipy.stats.bootstrap, percentile, "
+          "pasta_cli/paper/uncertainty.py). ✓: the interval excludes 0.\n\n",
           markdown_table(header, body)]
     for ref in refs:
         for row in plan.rows:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import Column
+from pasta_cli.training.folder import is_running
 
 
 def load_results(root: Path) -> list[dict]:
@@ -95,8 +96,9 @@ def aggregate(results: list[dict], by: list[str], metric: str | None = None) -> 
 class Cell:
     """One (row, column) of a paper table: its runs (one per seed), status and numbers (x100).
 
-    Status: ok (every seed finished), missing (the task's data is absent), failed (a run was attempted
-    and left no results.json), pending (not run yet), or not run (its column was not selected)."""
+    Status: ok (every seed finished), missing (the task's data is absent), running (a live pasta-train holds
+    a run's folder: a --report during the run), failed (a run was attempted and left no results.json),
+    pending (not run yet), or not run (its column was not selected)."""
 
     row: str
     column: Column
@@ -128,14 +130,18 @@ def collect_cells(plan: Plan, ran: set[str]) -> dict[tuple[str, str], Cell]:
             if not plan.has_data(col.task):
                 cell.status = "missing"
                 continue
-            failed_dir = None
+            failed_dir, running = None, False
             for seed in plan.seeds:
                 d = plan.run_dir(col.task, row, seed)
                 if (d / "results.json").is_file():
                     cell.runs.append({**json.loads((d / "results.json").read_text()), "_dir": str(d)})
+                elif is_running(d):
+                    running = True
                 elif col.task in ran or d.exists():
                     failed_dir = failed_dir or d
-            if failed_dir is not None:
+            if running:
+                cell.status = "running"
+            elif failed_dir is not None:
                 cell.status = "failed"
                 train_log = failed_dir / "train.log"
                 cell.log = str(train_log if train_log.is_file() else plan.log_path(col.task))

@@ -90,6 +90,21 @@ class FolderLock:
             self.fd = None
 
 
+def is_running(run_dir: Path) -> bool:
+    """Whether a live pasta-train holds the folder's lock now (a report must not call its run failed)."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def is_empty(run_dir: Path) -> bool:
     return run_dir.is_dir() and not any(run_dir.iterdir())
 
