@@ -156,10 +156,14 @@ def _hydra_main(cfg: DictConfig):
     except PastaError as e:
         REFUSED.append((str(e), e.exit_code))
         return None
-    # what a sweeper maximises (hparams_search=optuna): the selection score, also of a run finished before
+    # what a sweeper maximises (hparams_search=optuna): the score the run chose its epoch on (held-out, under
+    # trainer.selection=heldout: a search must not read dev either), also of a run finished before
     if results is None and (run_dir / artifacts.RESULTS).is_file():
         results = json.loads((run_dir / artifacts.RESULTS).read_text())
-    return None if not results else results["best_score"]
+    if not results:
+        return None
+    chosen_on = next(iter(results["selection_scores"].values()))
+    return chosen_on[results["main_metric"]]
 
 
 def agree_on_run_stamp() -> None:

@@ -207,12 +207,13 @@ def test_the_slurm_launcher_gives_each_job_its_table6_gpus(task):
 
 @pytest.mark.slow
 def test_an_optuna_study_runs_on_the_basic_launcher_and_resumes(tmp_path):
-    """Two trials, then two more from the same storage: four trials told, each with its own run folder."""
+    """Two trials, then two more from the same storage: four trials told, each with its own run folder, each
+    told the held-out score its run was selected on."""
     import optuna
     cmd = [sys.executable, "-m", "pasta_cli.train", "hparams_search=optuna", "hydra/launcher=basic",
            "hydra.sweeper.n_trials=2", "trainer.epochs=choice(1)", "trainer.max_steps=1", "trainer.progress=false",
            "task.builtin.train_size=16", "task.builtin.dev_size=8", "task.builtin.test_size=4",
-           f"hydra.sweep.dir={tmp_path}/study"]
+           "trainer.selection=heldout", "trainer.heldout_fraction=0.25", f"hydra.sweep.dir={tmp_path}/study"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     for _ in range(2):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
@@ -221,7 +222,9 @@ def test_an_optuna_study_runs_on_the_basic_launcher_and_resumes(tmp_path):
     told = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(told) == 4 and all(5e-4 <= t.params["optim.lr"] <= 7e-3 for t in told)
     assert len({t.params["optim.lr"] for t in told}) == 4  # the resumed study drew new points
-    scores = sorted(json.loads(p.read_text())["best_score"] for p in (tmp_path / "study").rglob("results.json"))
+    # the study maximises what each run chose its epoch on (the held-out slice), never the dev score
+    results = [json.loads(p.read_text()) for p in (tmp_path / "study").rglob("results.json")]
+    scores = sorted(r["selection_scores"]["heldout"]["accuracy"] for r in results)
     assert len(scores) == 4 and scores == sorted(t.value for t in told)
 
 
