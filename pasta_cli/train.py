@@ -162,7 +162,7 @@ def _hydra_main(cfg: DictConfig):
         results = json.loads((run_dir / artifacts.RESULTS).read_text())
     if not results:
         return None
-    chosen_on = next(iter(results["selection_scores"].values()))
+    chosen_on = next(iter((results.get("selection_scores") or results["best_scores"]).values()))  # older runs: dev
     return chosen_on[results["main_metric"]]
 
 
