@@ -83,6 +83,12 @@ def write_tsv(path, header: tuple, rows: Iterable[tuple]) -> Path:
     return write_atomic(path, "\n".join(lines) + "\n")
 
 
+def read_tsv(path) -> list[list[str]]:
+    """A TSV file's rows (the header first), each field as written: what write_tsv wrote, or a GLUE file."""
+    with open(path, newline="") as f:
+        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
 def write_csv(path, rows: list[dict]) -> Path:
     """Rows of one shape as a CSV file with a header (the first row's keys)."""
     out = io.StringIO()

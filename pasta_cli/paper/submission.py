@@ -11,7 +11,6 @@ run is listed, and the zip is written only when every file is there, or when a p
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from pasta_cli.errors import Parser, PastaError
-from pasta_cli.files import write_atomic
+from pasta_cli.files import read_tsv, write_atomic
 from pasta_cli.paper.results import load_results, row_key
 from pasta_cli.paper.tables import table, table_names
 from pasta_cli.training.artifacts import test_file_name
@@ -46,11 +45,6 @@ class Entry:
     rows: list[list[str]] | None = None
     source: str = ""
     missing: str = ""
-
-
-def read_tsv(path: Path) -> list[list[str]]:
-    with open(path, newline="") as f:
-        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
 def best_run(sweep: Path, row: str) -> dict | None:

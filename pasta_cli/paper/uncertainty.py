@@ -13,7 +13,6 @@ thousands of replicates take seconds. Correlations (STS-B) are computed on the d
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from omegaconf import OmegaConf
 from scipy import stats
 
 from pasta_cli.errors import PastaError
+from pasta_cli.files import read_tsv
 
 PREDICTIONS = "dev_predictions.tsv"
 CONFUSION_METRICS = ("accuracy", "f1", "matthews")
@@ -129,8 +129,7 @@ def read_run(run_dir: str | Path, metric: str) -> tuple[list[str], np.ndarray]:
     """A run's dev examples (their index, in file order) and their counts for `metric`."""
     path = Path(run_dir) / PREDICTIONS
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        rows = read_tsv(path)
     except OSError as e:
         raise PastaError(f"cannot read {path}: {e.strerror}") from None
     if not rows or rows[0][:3] != ["index", "prediction", "label"]:
