@@ -17,6 +17,14 @@ class WriteError(PastaError):
     exit_code = 1
 
 
+def check_number(key: str, value, ok, want: str, whole: bool = False) -> None:
+    """Refuse a setting that is not a number (a whole one if `whole`) or fails `ok(value)`; `want` says what would
+    be right. A string (method.size=abc) is refused here rather than failing a comparison later."""
+    kinds = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
+        raise PastaError(f"{key} {value!r}: {want}")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a refusal is one line, `<prog>: error: ...`, and exit 2 instead of the usage block:
     argparse's own messages already name the bad value and the choices."""

@@ -28,6 +28,7 @@ class Method:
     apply: Callable[..., nn.Module]   # (model, tokenizer, settings, pair) -> the module to train
     settings: tuple[str, ...] = ()    # keys of conf/method/<name>.yaml that rebuild the method from its adapter
     peft: bool = False                # its adapter/ is PEFT's own format (PeftModel.from_pretrained loads it)
+    check: Callable[[dict], None] | None = None  # (settings) -> None: refuse bad values before a model loads
 
     def check_tokenizer(self, tokenizer, pair: bool) -> None:
         """Refuse, before a model loads, a backbone whose tokenizer the method cannot work with."""
@@ -133,21 +134,38 @@ def _pasta(model, tokenizer, s, pair):
     return model
 
 
+# each baseline's keyword arguments from its settings (conf/method/<name>.yaml), in one place for its apply and check
+def _lora(s):
+    return {"r": s.get("r", 8), "alpha": s.get("alpha", 16), "dropout": s.get("dropout", 0.1),
+            "target_modules": s.get("target_modules")}
+
+
+def _prefix(s):
+    return {"length": s.get("length", 20), "dropout": s.get("dropout", 0.1)}
+
+
+def _adapter(s):
+    return {"size": s.get("size", 64), "init_std": s.get("init_std", baselines.ADAPTER_INIT_STD)}
+
+
+def _diff_prune(s):
+    return {"sparsity": s.get("sparsity", 0.005), "penalty": s.get("penalty", 1.25e-7),
+            "alpha_init": s.get("alpha_init", 5.0), "l0_fraction": s.get("l0_fraction", 0.5),
+            "alpha_lr": s.get("alpha_lr", 0.1), "finetune_lr": s.get("finetune_lr")}
+
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Pasta("pasta", _pasta, ("variant", "dropout")),
     Method("full_ft", lambda model, tok, s, pair: baselines.apply_full_ft(model)),
     Method("bitfit", lambda model, tok, s, pair: baselines.apply_bitfit(model)),
-    Method("lora", lambda model, tok, s, pair: baselines.apply_lora(
-        model, r=s.get("r", 8), alpha=s.get("alpha", 16), dropout=s.get("dropout", 0.1),
-        target_modules=s.get("target_modules")), ("r", "alpha", "dropout", "target_modules"), peft=True),
-    Method("prefix", lambda model, tok, s, pair: baselines.apply_prefix(
-        model, length=s.get("length", 20), dropout=s.get("dropout", 0.1)), ("length", "dropout")),
-    Method("adapter", lambda model, tok, s, pair: baselines.apply_adapter(
-        model, size=s.get("size", 64), init_std=s.get("init_std", baselines.ADAPTER_INIT_STD)), ("size", "init_std")),
-    DiffPruning("diff_prune", lambda model, tok, s, pair: baselines.apply_diff_prune(
-        model, sparsity=s.get("sparsity", 0.005), penalty=s.get("penalty", 1.25e-7),
-        alpha_init=s.get("alpha_init", 5.0), l0_fraction=s.get("l0_fraction", 0.5), alpha_lr=s.get("alpha_lr", 0.1),
-        finetune_lr=s.get("finetune_lr")), ("sparsity",)),
+    Method("lora", lambda model, tok, s, pair: baselines.apply_lora(model, **_lora(s)),
+           ("r", "alpha", "dropout", "target_modules"), peft=True, check=lambda s: baselines.check_lora(**_lora(s))),
+    Method("prefix", lambda model, tok, s, pair: baselines.apply_prefix(model, **_prefix(s)), ("length", "dropout"),
+           check=lambda s: baselines.check_prefix(**_prefix(s))),
+    Method("adapter", lambda model, tok, s, pair: baselines.apply_adapter(model, **_adapter(s)), ("size", "init_std"),
+           check=lambda s: baselines.check_adapter(**_adapter(s))),
+    DiffPruning("diff_prune", lambda model, tok, s, pair: baselines.apply_diff_prune(model, **_diff_prune(s)),
+                ("sparsity",), check=lambda s: baselines.check_diff_prune(**_diff_prune(s))),
 )}
 
 
@@ -166,9 +184,12 @@ def get_method(name: str) -> Method:
 
 
 def check_method(settings) -> Method:
+    """The method the settings name, once their values are known to work (before a model loads)."""
     method = get_method(settings.get("name"))
     if method.name == "pasta" and settings.get("variant") not in VARIANTS:
         raise PastaError(f"unknown method.variant '{settings.get('variant')}': choose one of {', '.join(VARIANTS)}")
+    if method.check:
+        method.check(settings)
     return method
 
 

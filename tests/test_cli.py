@@ -70,6 +70,11 @@ def cli(*args, cwd, env=None):
     (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),
     (["model=modernbert-base", "task.builtin.train_size=8"], "model=minilm"),  # today's encoders: the same hint
     (["trainer.packing=true"], "trainer.packing=true serves token classification only"),
+    # a baseline's settings are refused before its model loads, not once the run folder is written
+    (["method=adapter", "method.size=abc"], "method.size 'abc': the bottleneck needs a whole number of units"),
+    (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2: give the fraction of backbone weights"),
+    (["method=lora", "method.r=0"], "method.r 0: give the LoRA rank"),
+    (["method=prefix", "method.length=0"], "method.length 0: give the prefix length"),
 ])
 def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
     out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, check_number
 from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, freeze, is_head
 
 ADAPTER_MODULE = "houlsby_adapters"  # attribute on the model (modeling.ADDED)
@@ -67,12 +67,18 @@ def _hook(bottleneck: Bottleneck):
     return run_adapter
 
 
+def check_adapter(size: int, init_std: float) -> None:
+    """Refuse settings that cannot build adapters (the runner calls this before a model loads)."""
+    check_number("method.size", size, lambda v: v >= 1,
+                 "the bottleneck needs a whole number of units, at least 1 (Houlsby et al. use 8 to 256)", whole=True)
+    check_number("method.init_std", init_std, lambda v: v > 0, f"give a positive std (adapter-bert: {INIT_STD})")
+
+
 def apply_adapter(model: nn.Module, size: int = 64, init_std: float = INIT_STD) -> nn.Module:
     """Two bottleneck adapters per layer; adapters + LayerNorms + head train, everything else is frozen."""
     if hasattr(model, ADAPTER_MODULE):
         raise PastaError("apply_adapter was already applied to this model")
-    if size < 1:
-        raise PastaError(f"method.size {size}: the bottleneck needs at least 1 unit (Houlsby et al. use 8 to 256)")
+    check_adapter(size, init_std)
     layers = encoder_layers(model)
     sublayers = [residual_sublayers(layer) for layer in layers]
     if any(len(s) != 2 for s in sublayers):

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, check_number
 from pasta_cli.modeling import accept_special_tokens_mask, freeze_backbone
 
 DIFF_MODULE = "diff_prune"   # attribute on the model (modeling.ADDED)
@@ -139,16 +139,29 @@ def backbone_parameters(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     return out
 
 
+def check_diff_prune(sparsity: float, penalty: float, alpha_init: float, l0_fraction: float, alpha_lr: float,
+                     finetune_lr: float | None) -> None:
+    """Refuse settings that cannot prune (the runner calls this before a model loads)."""
+    check_number("method.sparsity", sparsity, lambda v: 0 < v <= 1,
+                 "give the fraction of backbone weights the diff may change, in (0, 1] (Guo et al.: 0.005)")
+    check_number("method.l0_fraction", l0_fraction, lambda v: 0 <= v <= 1,
+                 "give the share of steps before the projection, in [0, 1]")
+    check_number("method.penalty", penalty, lambda v: v >= 0,
+                 "give the L0 weight lambda, 0 or more (Guo et al.: 1.25e-7)")
+    check_number("method.alpha_init", alpha_init, lambda v: True, "give the gates' initial log-odds (Guo et al.: 5)")
+    check_number("method.alpha_lr", alpha_lr, lambda v: v > 0,
+                 "give the gates' learning rate, above 0 (Guo et al.: 0.1)")
+    if finetune_lr is not None:
+        check_number("method.finetune_lr", finetune_lr, lambda v: v > 0,
+                     "give the fixed-mask phase's learning rate, above 0, or null for optim.lr")
+
+
 def apply_diff_prune(model: nn.Module, sparsity: float = 0.005, penalty: float = 1.25e-7, alpha_init: float = 5.0,
                      l0_fraction: float = 0.5, alpha_lr: float = 0.1, finetune_lr: float | None = None) -> nn.Module:
     """A gated diff on every backbone parameter; diffs, gates and the head train (the pretrained weights never do)."""
     if hasattr(model, DIFF_MODULE):
         raise PastaError("apply_diff_prune was already applied to this model")
-    if not 0 < sparsity <= 1:
-        raise PastaError(f"method.sparsity {sparsity}: give the fraction of backbone weights the diff may change, "
-                         "in (0, 1] (Guo et al.: 0.005)")
-    if not 0 <= l0_fraction <= 1:
-        raise PastaError(f"method.l0_fraction {l0_fraction}: give the share of steps before the projection, in [0, 1]")
+    check_diff_prune(sparsity, penalty, alpha_init, l0_fraction, alpha_lr, finetune_lr)
     targets = backbone_parameters(model)
     freeze_backbone(model)
     device = next(model.parameters()).device

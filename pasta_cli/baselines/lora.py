@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, check_number
 from pasta_cli.modeling import accept_special_tokens_mask, head_parameters
 
 _TARGET_ALIASES = (  # default targets in the naming of each family (BERT/RoBERTa/ELECTRA first)
@@ -37,6 +37,15 @@ def default_lora_targets(model: nn.Module) -> list[str]:
     )
 
 
+def check_lora(r: int, alpha: float, dropout: float, target_modules=None) -> None:
+    """Refuse settings PEFT would refuse later, with a traceback (the runner calls this before a model loads);
+    the target modules are checked against the model, once it is loaded."""
+    check_number("method.r", r, lambda v: v >= 1, "give the LoRA rank, a whole number of at least 1 (Hu et al.: 8)",
+                 whole=True)
+    check_number("method.alpha", alpha, lambda v: v > 0, "give LoRA's scaling alpha, above 0 (Hu et al.: 16)")
+    check_number("method.dropout", dropout, lambda v: 0 <= v < 1, "give a dropout probability in [0, 1)")
+
+
 def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0.1,
                target_modules=None) -> nn.Module:
     """LoRA on the attention projections through PEFT; LoRA matrices + task head train.
@@ -45,6 +54,7 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: int = 16, dropout: float = 0
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
+    check_lora(r, alpha, dropout)
     task = TaskType.TOKEN_CLS if type(model).__name__.endswith("ForTokenClassification") else TaskType.SEQ_CLS
     if target_modules is None:
         target_modules = default_lora_targets(model)

@@ -29,7 +29,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 from transformers.models.bert.modeling_bert import eager_attention_forward as bert_eager_attention
 
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, check_number
 from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, freeze_backbone
 
 PREFIX_ATTN = "pasta_prefix"
@@ -110,8 +110,16 @@ def _self_attention(layer: nn.Module) -> nn.Module:
     raise PastaError(f"found no self-attention module in {type(layer).__name__}")
 
 
+def check_prefix(length: int, dropout: float) -> None:
+    """Refuse settings that cannot build prefixes (the runner calls this before a model loads)."""
+    check_number("method.length", length, lambda v: v >= 1,
+                 "give the prefix length, a whole number of at least 1 (the PASTA paper's re-run: 20)", whole=True)
+    check_number("method.dropout", dropout, lambda v: 0 <= v < 1, "give a dropout probability in [0, 1)")
+
+
 def apply_prefix(model: nn.Module, length: int = 20, dropout: float = 0.1, init_std: float = 0.02) -> nn.Module:
     """P-tuning v2: trainable key/value prefixes at every layer; backbone frozen, prefixes + head train."""
+    check_prefix(length, dropout)
     config = model.config
     delegate = config._attn_implementation or "eager"
     if delegate == PREFIX_ATTN:
