@@ -1,20 +1,26 @@
 """Diff pruning against independent computations: an all-zero diff is the frozen model, the L0 term and the
 projected weights written out by hand, bit-identical pretrained weights after training, the exact number of
-saved non-zeros, identical logits after reload, and BERT-large's count by formula."""
+saved non-zeros, identical logits after reload, BERT-large's count by formula, and a run resumed before or after
+its projection that ends exactly as a straight one."""
 
+import json
 import math
 
 import pytest
 import torch
+from deploy_fixtures import save_backbone
 from safetensors.torch import load_file
 from tiny_models import FAMILIES, bert_large_on_meta, tiny
 
 from pasta_cli.adapter import load_adapter, save_adapter
 from pasta_cli.baselines import apply_diff_prune
 from pasta_cli.baselines.diff_prune import SHUT
+from pasta_cli.config import compose
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import parameter_counts
+from pasta_cli.train import run_job
+from pasta_cli.training import checkpoint
 
 A, B = ["the man eats food", "a dog"], ["the cat", "hello world sentence"]
 LABELS = torch.tensor([0, 1])
@@ -153,3 +159,67 @@ def test_a_bad_sparsity_is_one_line_naming_the_key():
     model, _ = tiny("bert")
     with pytest.raises(PastaError, match=r"method.sparsity 2\.0: .* in \(0, 1\]"):
         apply_diff_prune(model, sparsity=2.0)
+
+
+# 64 rows, batch 16, 2 epochs: 8 steps; the projection at step 4 (l0_fraction 0.5); a checkpoint every 2 steps
+RUN = ["method=diff_prune", "task.builtin.train_size=64", "task.builtin.dev_size=32", "task.builtin.test_size=8",
+       "trainer.epochs=2", "trainer.batch_size=16", "trainer.max_length=32", "trainer.progress=false",
+       "trainer.eval_every_steps=2", "trainer.checkpoint_every_steps=2", "optim.lr=1e-2", "method.sparsity=0.05",
+       "method.finetune_lr=2e-2", "optim.weight_decay=0.01", "logger=none"]
+
+
+def record(run_dir):
+    """metrics.jsonl without its wall-clock times: step, epoch, train loss, lr and the dev scores."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diff_resume")
+    settings = [*RUN, f"model.name_or_path={save_backbone(root / 'backbone')}"]
+    results = run_job(compose(settings), root / "straight")
+    return settings, root / "straight", results
+
+
+# the 2nd save would be step 4's: resumed from step 2, in the L0 phase; the 4th, step 8's: from step 6, masked
+@pytest.mark.parametrize("crash_on_save", [2, 4])
+def test_a_run_resumed_before_or_after_the_projection_ends_as_a_straight_one(straight, tmp_path, monkeypatch,
+                                                                             crash_on_save):
+    settings, straight_dir, expected = straight
+    real_save, calls = checkpoint.save, []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == crash_on_save:
+            raise KeyboardInterrupt("injected crash")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(compose(settings), tmp_path / "run")
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    assert checkpoint.peek(tmp_path / "run" / checkpoint.CHECKPOINT)["state"]["step"] == 2 * (crash_on_save - 1)
+    results = run_job(compose([*settings, "resume=true"]), tmp_path / "run")
+    assert results["steps"] == expected["steps"] == 8
+    for key in ("best_scores", "best_step", "trainable_method"):
+        assert results[key] == expected[key], key
+    assert record(tmp_path / "run") == record(straight_dir)
+    a, b = (load_file(str(d / "adapter" / "adapter_model.safetensors")) for d in (straight_dir, tmp_path / "run"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weight_decay_never_moves_a_projected_gate():
+    model, tok = tiny("bert")
+    apply_diff_prune(model, sparsity=0.01)
+    groups = get_method("diff_prune").param_groups(model, [p for p in model.parameters() if p.requires_grad])
+    opt = torch.optim.AdamW(groups, lr=0.1, weight_decay=0.5)  # decay would shrink alpha by 5% a step
+    model.diff_prune.project()
+    enc = encode(tok)
+    model.train()
+    for _ in range(20):
+        opt.zero_grad()
+        model(**enc, labels=LABELS).loss.backward()
+        opt.step()
+    assert model.diff_prune.projected()
+    assert all(a.abs().min() == SHUT for a in model.diff_prune.alpha)

@@ -188,7 +188,10 @@ def param_groups(model: nn.Module, params: list[nn.Parameter]) -> list[dict]:
     """The gates on their own learning rate (the authors' alpha optimiser: lr 0.1), everything else on optim.lr."""
     gates = {id(p) for p in getattr(model, DIFF_MODULE).alpha}
     rest = [p for p in params if id(p) not in gates]
-    return [{"params": rest}, {"params": [p for p in params if id(p) in gates], "lr": model.diff_prune.alpha_lr}]
+    # no weight decay on the gates (the authors' alpha optimiser has none): decay would also pull a projected gate's
+    # +-SHUT towards 0 over a long fixed-mask phase, until `projected()` no longer held
+    return [{"params": rest}, {"params": [p for p in params if id(p) in gates], "lr": model.diff_prune.alpha_lr,
+                               "weight_decay": 0.0}]
 
 
 def after_step(model: nn.Module, step: int, total_steps: int, scheduler) -> None:
