@@ -252,6 +252,18 @@ def test_the_lock_dies_with_a_killed_process(tmp_path):
         pass
 
 
+def test_a_reports_probe_does_not_refuse_a_job_starting_in_that_instant(tmp_path):
+    import fcntl
+    import threading
+
+    probe = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what is_running() holds, here for 0.2 s
+    threading.Timer(0.2, os.close, (probe,)).start()
+    assert folder.is_running(tmp_path) is False  # a shared probe is not a run
+    with folder.FolderLock(tmp_path):  # the job waits the probe out instead of calling it another run
+        assert folder.is_running(tmp_path)
+
+
 # --- inputs checked before any training time is spent -------------------------------------------------
 
 def own_task(tmp_path: Path, train: str, validation: str) -> list[str]:

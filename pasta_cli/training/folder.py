@@ -20,6 +20,7 @@ import fcntl
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def admit(run_dir: Path, resume: bool, multirun: bool) -> Admission:
                      "or choose a new hydra.run.dir")
 
 
+PROBE_GRACE_S = 1.0  # how long a job waits out a lock before calling the folder another run's (is_running's probe)
+
+
 class FolderLock:
     """An exclusive flock on the run folder for as long as the job runs (rank 0 only)."""
 
@@ -75,14 +79,20 @@ class FolderLock:
 
     def __enter__(self) -> FolderLock:
         self.fd = os.open(self.run_dir, os.O_RDONLY)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise PastaError(f"another pasta-train process is running in {self.run_dir}: wait for it to end, "
-                             "or choose a new hydra.run.dir") from None
-        return self
+        # a report's is_running() holds the lock for microseconds: only a lock still held after the grace is a run
+        deadline = time.monotonic() + PROBE_GRACE_S
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                os.close(self.fd)
+                self.fd = None
+                raise PastaError(f"another pasta-train process is running in {self.run_dir}: wait for it to end, "
+                                 "or choose a new hydra.run.dir") from None
 
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
@@ -91,7 +101,8 @@ class FolderLock:
 
 
 def is_running(run_dir: Path) -> bool:
-    """Whether a live pasta-train holds the folder's lock now (a report must not call its run failed)."""
+    """Whether a live pasta-train holds the folder's lock now (a report must not call its run failed). The probe
+    takes a shared lock for an instant; a job starting in that instant waits it out (FolderLock, PROBE_GRACE_S)."""
     try:
         fd = os.open(run_dir, os.O_RDONLY)
     except OSError:
