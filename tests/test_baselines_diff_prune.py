@@ -10,6 +10,7 @@ import pytest
 import torch
 from deploy_fixtures import save_backbone
 from safetensors.torch import load_file
+from test_faults import crash_on_save
 from tiny_models import FAMILIES, bert_large_on_meta, tiny
 
 from pasta_cli.adapter import load_adapter, save_adapter
@@ -183,23 +184,11 @@ def straight(tmp_path_factory):
 
 
 # the 2nd save would be step 4's: resumed from step 2, in the L0 phase; the 4th, step 8's: from step 6, masked
-@pytest.mark.parametrize("crash_on_save", [2, 4])
-def test_a_run_resumed_before_or_after_the_projection_ends_as_a_straight_one(straight, tmp_path, monkeypatch,
-                                                                             crash_on_save):
+@pytest.mark.parametrize("nth_save", [2, 4])
+def test_a_run_resumed_before_or_after_the_projection_ends_as_a_straight_one(straight, tmp_path, nth_save):
     settings, straight_dir, expected = straight
-    real_save, calls = checkpoint.save, []
-
-    def crash(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == crash_on_save:
-            raise KeyboardInterrupt("injected crash")
-        return real_save(*args, **kwargs)
-
-    monkeypatch.setattr(checkpoint, "save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_job(compose(settings), tmp_path / "run")
-    monkeypatch.setattr(checkpoint, "save", real_save)
-    assert checkpoint.peek(tmp_path / "run" / checkpoint.CHECKPOINT)["state"]["step"] == 2 * (crash_on_save - 1)
+    crash_on_save(compose(settings), tmp_path / "run", nth_save)
+    assert checkpoint.peek(tmp_path / "run" / checkpoint.CHECKPOINT)["state"]["step"] == 2 * (nth_save - 1)
     results = run_job(compose([*settings, "resume=true"]), tmp_path / "run")
     assert results["steps"] == expected["steps"] == 8
     for key in ("best_scores", "best_step", "trainable_method"):

@@ -125,22 +125,27 @@ def finished(tmp_path_factory):
     return run_dir
 
 
-@pytest.fixture(scope="module")
-def unfinished(tmp_path_factory):
-    """A run that crashed at step 4, right before its second checkpoint: checkpoint at step 2."""
-    run_dir = tmp_path_factory.mktemp("unfinished") / "run"
+def crash_on_save(cfg, run_dir: Path, nth: int) -> None:
+    """Run the job in-process until its nth checkpoint save, which crashes (the (nth-1)th checkpoint stays)."""
     real_save, calls = checkpoint.save, []
 
-    def crash_on_second(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == nth:
             raise KeyboardInterrupt("injected crash")
         return real_save(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(checkpoint, "save", crash_on_second)
+        mp.setattr(checkpoint, "save", crash)
         with pytest.raises(KeyboardInterrupt):
-            run_job(compose(SMALL), run_dir)
+            run_job(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def unfinished(tmp_path_factory):
+    """A run that crashed at step 4, right before its second checkpoint: checkpoint at step 2."""
+    run_dir = tmp_path_factory.mktemp("unfinished") / "run"
+    crash_on_save(compose(SMALL), run_dir, 2)
     assert checkpoint.peek(run_dir / checkpoint.CHECKPOINT)["state"]["step"] == 2
     assert steps(run_dir) == [2, 4] and not (run_dir / "results.json").exists()
     return run_dir
