@@ -32,7 +32,8 @@ SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation 
 RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all
 # what recipe=pasta takes from PASTA's recipe; the lr and the method's own settings stay the method's
 # (a learning rate does not carry over: Table 6's 4.5e-3 would wreck full fine-tuning)
-SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedule", "max_length")
+SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedule", "max_length", "eps",
+                 "eps_before_bias_correction", "max_grad_norm")
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
 PRECISIONS = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
@@ -55,6 +56,7 @@ class OptimConfig:
     warmup_ratio: float = 0.06
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    eps_before_bias_correction: bool = False  # transformers 4.x AdamW's placement (PASTA's authors' optimiser)
     max_grad_norm: float | None = 1.0
     schedule: str = "linear"          # linear | constant (BitFit's code keeps the rate constant), after the warm-up
 

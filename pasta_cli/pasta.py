@@ -211,16 +211,20 @@ def _layer_pre_hook(injector, layer):
     return hook
 
 
-def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_std=0.0) -> PastaInjector:
+def add_pasta(model, tokenizer, variant="full", pair=True, dropout=None, init_std=None) -> PastaInjector:
     """Freeze `model`'s backbone and give it PASTA vectors; returns the injector (also `model.pasta`).
 
     `pair`: whether the task feeds sentence pairs (3 BERT slots) or single sentences (2).
     `dropout`: on the added vectors, as in the official code; None takes hidden_dropout_prob.
+    `init_std`: the vectors start as normal(0, init_std); None takes initializer_range, as in the official
+    code (its vectors are an nn.Embedding that from_pretrained initialises); 0 starts at the frozen model.
     """
     num_slots = count_slots(tokenizer, pair)
     layers = encoder_layers(model)
     if dropout is None:
         dropout = getattr(model.config, "hidden_dropout_prob", 0.0)
+    if init_std is None:
+        init_std = getattr(model.config, "initializer_range", 0.02)
     injector = PastaInjector(len(layers), num_slots, model.config.hidden_size, variant,
                              template_token_ids(tokenizer), dropout, init_std)
     freeze_backbone(model)

@@ -210,6 +210,8 @@ def main() -> None:
     user_wants_tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's config errors reach us, to print them as one line
     agree_on_run_stamp()
+    if {"--cfg", "-c"} & set(sys.argv) and "--resolve" not in sys.argv:
+        sys.argv.append("--resolve")  # --cfg shows the values a run would use, not ${recipe:...} lookups
     try:
         _hydra_main()
         if REFUSED:

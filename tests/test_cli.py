@@ -91,3 +91,15 @@ def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("pasta-train: error:"), out.stderr
     assert "Could not find 'task/boolq'" in lines[0] and "rte" in lines[0] and "conll2003" in lines[0]
+
+
+def test_cfg_job_shows_the_values_a_run_uses(tmp_path):
+    """`pasta-train --cfg job task=sst2` prints the resolved recipe (the authors' optimiser), not ${recipe:...}."""
+    import yaml
+    out = cli("--cfg", "job", "task=sst2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    cfg = yaml.safe_load(out.stdout)
+    assert "${" not in out.stdout
+    assert (cfg["optim"]["warmup_ratio"], cfg["optim"]["max_grad_norm"], cfg["optim"]["eps"],
+            cfg["optim"]["eps_before_bias_correction"], cfg["method"]["init_std"]) == (0.0, None, 1e-6, True, None)
+    assert not list(tmp_path.iterdir())  # printing a config makes no run folder

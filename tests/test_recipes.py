@@ -93,7 +93,8 @@ def test_the_sources_numbers():
     assert (c.sparsity, c.penalty, c.alpha_init, c.alpha_lr, c.l0_fraction, c.finetune_lr) == (
         0.005, 1.25e-7, 5.0, 0.1, 0.5, 5e-5)
     # PASTA: Table 6
-    assert values("task=rte", "model=bert-large") == (4.5e-3, 32, 150, 0.0, 0.06, "linear", 128)
+    # ... and the authors' code where the paper is silent (luka-group/PASTA main_glue.py): no warm-up, no weight decay
+    assert values("task=rte", "model=bert-large") == (4.5e-3, 32, 150, 0.0, 0.0, "linear", 128)
 
 
 @pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "classifier_only", "adapter",
@@ -107,6 +108,8 @@ def test_recipe_pasta_gives_every_method_pastas_budget_and_its_own_lr(method):
         pasta = RAW["recipes"]["pasta"]
         assert (shared.optim.weight_decay, shared.optim.warmup_ratio, shared.trainer.max_length) == (
             pasta["weight_decay"], pasta["warmup_ratio"], pasta["max_length"])
+        assert (shared.optim.eps, shared.optim.eps_before_bias_correction, shared.optim.max_grad_norm) == (
+            pasta["eps"], pasta["eps_before_bias_correction"], pasta["max_grad_norm"])
         assert shared.optim.lr == own.optim.lr and shared.method == own.method
 
 
@@ -141,3 +144,29 @@ def test_bitfits_constant_rate_and_the_linear_decay():
     assert rates("method=bitfit") == [0.0, 5e-4] + [1e-3] * 8  # warm-up, then BitFit's code: no decay
     linear = rates("method=bitfit", "optim.schedule=linear")
     assert linear[2] == 1e-3 and linear[-1] == pytest.approx(1e-3 / 8)
+
+
+# Where the paper is silent, PASTA's recipe is the authors' code (luka-group/PASTA), hand-copied here from it:
+# main_glue.py (GLUE) runs transformers 4.20.1's AdamW (eps 1e-6, added before the bias correction), no warm-up,
+# no weight decay, no clipping; main_ner.py (CoNLL-2003) the same but torch's AdamW (eps 1e-8); PASTA_modeling.py
+# initialises the vectors as an nn.Embedding, normal(0, initializer_range).
+AUTHORS = {"optim.weight_decay": 0.0, "optim.warmup_ratio": 0.0, "optim.schedule": "linear",
+           "optim.max_grad_norm": None, "optim.eps": 1e-6, "optim.eps_before_bias_correction": True,
+           "trainer.max_length": 128, "method.init_std": None}
+NER = {**AUTHORS, "optim.eps": 1e-8, "optim.eps_before_bias_correction": False}
+
+
+@pytest.mark.parametrize("task", ["sst2", "rte", "cola", "mrpc", "stsb", "conll2003"])
+def test_pastas_recipe_is_the_authors_code_where_the_paper_is_silent(task):
+    cfg = compose([f"task={task}"])  # what `pasta-train --cfg job task=<task>` prints
+    want = NER if task == "conll2003" else AUTHORS
+    assert {path: get(cfg, path) for path in want} == want
+    sources = RAW["recipes"]["pasta"]["sources"]
+    for path in want:  # every value the paper leaves open names the line of the authors' code it comes from
+        key = path.split(".")[1]
+        assert any(f in sources[key] for f in ("main_glue.py", "main_ner.py", "PASTA_modeling.py")), key
+
+
+def test_the_baselines_keep_torchs_adamw_and_clipping():
+    cfg = compose(["method=lora", "task=sst2"])
+    assert (cfg.optim.eps, cfg.optim.eps_before_bias_correction, cfg.optim.max_grad_norm) == (1e-8, False, 1.0)

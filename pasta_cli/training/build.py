@@ -105,11 +105,31 @@ def setup_optimizer(cfg, params, total_steps: int):
     `params`: the trainable parameters, or the method's groups of them (Diff-Prune's gates have their own lr)."""
     o = cfg.optim
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+    if o.get("eps_before_bias_correction"):
+        legacy_eps(optimizer)
     warmup = int(o.warmup_ratio * total_steps)
     scheduler = (get_constant_schedule_with_warmup(optimizer, warmup) if o.schedule == "constant"  # BitFit's code
                  else get_linear_schedule_with_warmup(optimizer, warmup, total_steps))
     scaler = torch.amp.GradScaler("cuda") if cfg.trainer.precision == "fp16" else None
     return optimizer, scheduler, scaler
+
+
+def legacy_eps(optimizer: torch.optim.AdamW) -> None:
+    """Make torch's AdamW add eps where transformers 4.x's AdamW (PASTA's authors' optimiser) did: to sqrt(v)
+    before the bias correction. Its step is lr/bc1 * m / (sqrt(v) + eps) * sqrt(bc2), which is torch's
+    lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps') with eps' = eps / sqrt(bc2), bc2 = 1 - beta2^t: so before each step
+    every group's eps is set to that (3.2e-5 at step 1 for eps 1e-6, back to 1e-6 as t grows). The base eps is
+    kept in the group (`legacy_eps`), so a checkpoint's optimiser state resumes it."""
+    for group in optimizer.param_groups:
+        group.setdefault("legacy_eps", group["eps"])
+
+    def before_step(opt, args, kwargs):
+        for group in opt.param_groups:
+            state = next((opt.state[p] for p in group["params"] if p in opt.state), None)
+            t = int(state["step"]) + 1 if state else 1  # the step about to be taken (torch counts from 1)
+            group["eps"] = group["legacy_eps"] / math.sqrt(1 - group["betas"][1] ** t)
+
+    optimizer.register_step_pre_hook(before_step)
 
 
 def count_steps(cfg, rows: int, world: int) -> int:

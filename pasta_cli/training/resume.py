@@ -25,6 +25,8 @@ CHANGEABLE = (
     "trainer.num_workers", "trainer.device", "trainer.compile", "trainer.gradient_checkpointing",
     "trainer.packing", "model.attn_implementation",
 )
+# Keys newer than some checkpoints, with the value every run had before the key existed
+ADDED_SINCE = {"optim.eps_before_bias_correction": False}
 TASK_KEYS = ("name", "kind", "pair", "labels")  # plus the rows' fingerprint; paths may move, the data may not
 
 
@@ -52,6 +54,7 @@ def changes(old: dict | None, new: dict, where: str) -> dict[str, list]:
     PastaError listing the others. A checkpoint without settings (none are written without them) is refused."""
     if old is None:
         raise PastaError(f"{where} records no settings to check a resume against: start a new run")
+    old = {**ADDED_SINCE, **old}
     keys = sorted(set(old) | set(new))
     diff = {k: [old.get(k), new.get(k)] for k in keys if old.get(k) != new.get(k)}
     refused = {k: v for k, v in diff.items() if k not in CHANGEABLE}
