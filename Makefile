@@ -8,7 +8,7 @@ SEEDS   ?= 42
 METHODS ?=
 SELECTION ?= dev
 
-.PHONY: install demo test bench bench-serve reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
+.PHONY: install demo test test-fast bench bench-serve reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: install  ## the main job on the embedded default: PASTA on the built-in ta
 test: install  ## lint first (a finding names file:line), then the tests, the installed-wheel test last
 	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# the edit loop (under a minute on 2 cores): the library, the data layer, metrics, files, adapters and mixed
+# batches, on tiny models; no training run, no subprocess. `make test` (everything) is still what CI runs.
+FAST_TESTS := tests/test_pasta.py tests/test_adapter.py tests/test_multitask.py tests/test_packing.py \
+	tests/test_optimiser.py tests/test_data.py tests/test_metrics.py tests/test_files.py tests/test_uncertainty.py \
+	tests/test_method_doc.py
+test-fast: install
+	$(VENV)/bin/ruff check .
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not fuzz" $(FAST_TESTS)
 
 bench: install  ## every method's training step, timed in alternation (benchmarks/bench.py, docs/PERFORMANCE.md)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench.py run --output outputs/bench/bench.json
