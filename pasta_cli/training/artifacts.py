@@ -38,10 +38,14 @@ def write_metrics(run_dir: Path, records: list[dict]) -> None:
 
 
 def save_best(run, run_dir: Path) -> None:
+    """adapter/: the best model's tensors, and what inference needs to treat inputs as this run did (its
+    max_length and resolved task spec), so the folder predicts the same wherever it is copied."""
     cfg = run.cfg
+    spec = OmegaConf.to_container(OmegaConf.structured(run.task.spec), resolve=True, enum_to_str=True)
     save_adapter(run.model, run_dir / ADAPTER, backbone=cfg.model.name_or_path, head=run.head,
                  pair=run.task.pair, task=run.task.name, method=run.method.name,
-                 settings=OmegaConf.to_container(cfg.method, resolve=True))
+                 settings=OmegaConf.to_container(cfg.method, resolve=True),
+                 max_length=cfg.trainer.max_length, task_spec=spec)
 
 
 def draw(run, run_dir: Path, step: int | None, suffix: str = "") -> Path | None:
