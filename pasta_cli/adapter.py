@@ -115,6 +115,10 @@ def inference_settings(directory) -> dict:
     config = read_adapter_config(directory)
     settings = {"max_length": config.get("max_length"), "task_spec": config.get("task_spec"),
                 "tokenizer": config.get("tokenizer") or tokenizer_policy(config["head"])}
+    ours = tokenizer_policy(config["head"])
+    if settings["tokenizer"] != ours:  # every reader refuses what it would tokenize otherwise than training did
+        raise PastaError(f"adapter in '{directory}' was trained with tokenizer policy {settings['tokenizer']}; this "
+                         f"pasta-cli tokenizes with {ours}: use the pasta-cli version that trained it")
     if settings["max_length"] is None or settings["task_spec"] is None:
         run = _run_config(directory)
         if run is not None:

@@ -211,6 +211,21 @@ def counted(metrics: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r'pasta_requests_total\{status="(\d+)"\} (\S+)', metrics)}
 
 
+def poison(model: MultiTaskPasta) -> list[int]:
+    """Make every forward pass holding a text with the word "poison" fail (an internal error, not the input's
+    fault); returns the sizes of the batches that failed so."""
+    offline, sizes = model.predict_encoded, []
+
+    def poisoned(parsed, rows=None, **kwargs):
+        if any("poison" in t for _, texts in parsed for t in texts):
+            sizes.append(len(parsed))
+            raise RuntimeError("a fault inside the forward pass")
+        return offline(parsed, rows, **kwargs)
+
+    model.predict_encoded = poisoned
+    return sizes
+
+
 def test_a_failed_batch_is_retried_item_by_item_so_only_the_guilty_request_fails(adapters):
     """An internal error in a shared forward pass (here: any batch holding the word "poison") used to fail every
     request in the batch; each item now runs again alone, and only the request whose item fails alone gets a 500,
@@ -218,15 +233,7 @@ def test_a_failed_batch_is_retried_item_by_item_so_only_the_guilty_request_fails
     backbone, paths = adapters
     model = MultiTaskPasta.from_adapters(paths)
     expected = model.predict(ITEMS)
-    offline, poisoned_batches = model.predict_encoded, []
-
-    def poisoned(parsed, rows=None, **kwargs):
-        if any("poison" in t for _, texts in parsed for t in texts):
-            poisoned_batches.append(len(parsed))
-            raise RuntimeError("a fault inside the forward pass")
-        return offline(parsed, rows, **kwargs)
-
-    model.predict_encoded = poisoned
+    poisoned_batches = poison(model)
     server = Served(create_app(model, Limits(max_batch=64, max_wait_ms=500)))
     try:
         with ThreadPoolExecutor(len(ITEMS) + 1) as pool:

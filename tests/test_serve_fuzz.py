@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from test_serve import Served, same
+from test_serve import Served, poison, same
 
 from pasta_cli import MultiTaskPasta
 from pasta_cli.deploy.server import Limits, create_app
@@ -140,16 +140,7 @@ def test_sixteen_clients_one_hostile_every_good_request_is_answered_as_offline(t
     backbone, paths = make_all(tmp_path)
     model = MultiTaskPasta.from_adapters(paths)
     want = MultiTaskPasta.from_adapters(paths).predict(ITEMS)
-    offline, shared = model.predict_encoded, Counter()
-
-    def poisoned(parsed, rows=None, **kwargs):
-        if any("poison" in t for _, texts in parsed for t in texts):
-            shared["poisoned batches"] += 1
-            shared["max poisoned batch"] = max(shared["max poisoned batch"], len(parsed))
-            raise RuntimeError("a fault inside the forward pass")
-        return offline(parsed, rows, **kwargs)
-
-    model.predict_encoded = poisoned
+    poisoned_batches = poison(model)
     server = Served(create_app(model, Limits(max_batch=16, max_wait_ms=30, max_items=4)))
     good, bad, lock = Counter(), Counter(), threading.Lock()
 
@@ -173,9 +164,9 @@ def test_sixteen_clients_one_hostile_every_good_request_is_answered_as_offline(t
         metrics = server.request("/metrics")[1]
     finally:
         server.close()
-    print(f"\n16 clients, 1 hostile: good {dict(good)}; hostile {dict(bad)}; {dict(shared)}")
+    print(f"\n16 clients, 1 hostile: good {dict(good)}; hostile {dict(bad)}; poisoned batches {poisoned_batches}")
     assert good == {"answered as offline": 15 * 2 * len(HOSTILE)}
     assert {s for (what, s) in bad if what.startswith("poison")} == {500}
     assert all(400 <= s < 500 for (what, s) in bad if not what.startswith("poison"))
-    assert shared["max poisoned batch"] > 1  # the poison did share batches with good requests
+    assert max(poisoned_batches) > 1  # the poison did share batches with good requests
     assert f'pasta_requests_total{{status="500"}} {2.0:.1f}' in metrics
