@@ -72,12 +72,12 @@ PREDICT_RESPONSES = {
 
 def item_schema(task, max_text_chars: int) -> dict:
     """The JSON schema of one good item of `task` (a multitask.Task)."""
-    if task.head == "token_classification":
-        word = {"type": "string", "minLength": 1, "maxLength": WORD_CHARS, "pattern": NON_BLANK}
-        field = {"tokens": {"type": "array", "items": word, "minItems": 1,
-                            "maxItems": max(1, max_text_chars // WORD_CHARS)}}
-    else:
-        text = {"type": "string", "minLength": 1, "maxLength": max_text_chars // (2 if task.pair else 1),
+    if task.head == "token_classification":  # every word within the limit together
+        chars = min(WORD_CHARS, max_text_chars)
+        word = {"type": "string", "minLength": 1, "maxLength": chars, "pattern": NON_BLANK}
+        field = {"tokens": {"type": "array", "items": word, "minItems": 1, "maxItems": max_text_chars // chars}}
+    else:  # both texts of a pair within the limit together
+        text = {"type": "string", "minLength": 1, "maxLength": max(1, max_text_chars // (2 if task.pair else 1)),
                 "pattern": NON_BLANK}
         texts = {"type": "array", "items": text, "minItems": 2 if task.pair else 1, "maxItems": 2 if task.pair else 1}
         field = {"text": texts if task.pair else {"anyOf": [text, texts]}}
