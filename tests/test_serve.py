@@ -272,3 +272,31 @@ def test_help_shows_every_default(capsys):
                             ("--max-queue", 256), ("--max-items", 64), ("--max-body-bytes", 1 << 20),
                             ("--max-text-chars", 10000), ("--poll-seconds", 2.0), ("--device", "cpu")]:
         assert re.search(re.escape(option) + r"[^-]*\(default: " + re.escape(str(default)) + r"[,)]", out), option
+
+
+def test_text_the_tokenizer_refuses_is_its_own_requests_422(adapters):
+    """Whatever the tokenizer raises on one item (here a TypeError, as the fast tokenizer's on a lone surrogate)
+    is that request's 422, raised while the item is tokenized alone, before it can join anyone's batch."""
+    backbone, paths = adapters
+    model = MultiTaskPasta.from_adapters(paths)
+    expected, encode = model.predict(ITEMS[:2]), model.encode
+
+    def fussy(parsed):
+        if any("unencodable" in t for _, texts in parsed for t in texts):
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, Tuple[InputSequence, InputSequence]]")
+        return encode(parsed)
+
+    model.encode = fussy
+    server = Served(create_app(model, Limits(max_wait_ms=200)))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(server.request, "/predict", {"items": [ITEMS[0], {"task": "sst2", "text": "unencodable"}]})
+            status, body, _ = server.request("/predict", {"items": ITEMS[:2]})
+        assert status == 200 and all(same({k: v for k, v in p.items() if k != "task"}, w)
+                                     for p, w in zip(body["predictions"], expected))
+        status, body, _ = bad.result()
+        assert status == 422 and body["error"] == ("item 1: the tokenizer cannot encode its text (TypeError): send "
+                                                   "plain Unicode text")
+        assert counted(server.request("/metrics")[1]) == {"200": 1, "422": 1}
+    finally:
+        server.close()
