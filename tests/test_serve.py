@@ -300,3 +300,13 @@ def test_text_the_tokenizer_refuses_is_its_own_requests_422(adapters):
         assert counted(server.request("/metrics")[1]) == {"200": 1, "422": 1}
     finally:
         server.close()
+
+
+def test_the_schemas_blank_characters_are_pythons():
+    """The request schema's non-blank pattern spells out str.isspace's characters: with `\\S`, schemathesis once
+    generated a text its regex dialect called non-blank and the server (str.strip) called blank: a 422 for a request
+    the schema allowed."""
+    from pasta_cli.deploy.schema import NON_BLANK, WHITESPACE
+
+    assert set(WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert re.fullmatch(NON_BLANK, "a") and not any(re.fullmatch(NON_BLANK, c) for c in WHITESPACE)

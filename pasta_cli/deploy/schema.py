@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-NON_BLANK = r"\S"   # a text needs one character that is not whitespace (empty texts are a 422)
+# every character Python calls whitespace (str.isspace, what the server's blank-text check strips), spelt out:
+# a schema's `\S` means another set in other regex dialects (ECMA's and Unicode's White_Space leave out U+001C-U+001F)
+WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + \
+    "\u2028\u2029\u202f\u205f\u3000"
+NON_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in WHITESPACE) + "]"  # a text needs one other character (422)
 WORD_CHARS = 50      # the longest word a token item's schema offers (the body limit counts all of them)
 
 
