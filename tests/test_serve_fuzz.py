@@ -113,8 +113,9 @@ def test_a_hostile_request_never_touches_a_good_one_sent_beside_it(served):
         status, body, _ = hostile.result()
         statuses[status] += 1
         assert status in (200, 413, 422), body
-        if status == 200:  # it was good after all: then it gets exactly the offline answer
-            assert all(same(without_task(g), w) for g, w in zip(body["predictions"], offline.predict(bad)))
+        if status == 200:  # it was good after all: then it gets exactly the offline answer for what the server read
+            sent = json.loads(json.dumps(bad))  # (JSON joins two lone surrogates in a row into one character)
+            assert all(same(without_task(g), w) for g, w in zip(body["predictions"], offline.predict(sent)))
         else:
             assert isinstance(body["error"], str) and body["error"]
 
