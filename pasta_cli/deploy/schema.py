@@ -96,3 +96,17 @@ def request_body(tasks, max_items: int, max_text_chars: int) -> dict:
     body = {"type": "object", "required": ["items"],
             "properties": {"items": {"type": "array", "items": item, "minItems": 1, "maxItems": max_items}}}
     return {"required": True, "content": {"application/json": {"schema": body}}}
+
+
+def describe_requests(app, tasks, max_items: int, max_text_chars: int) -> None:
+    """Make the FastAPI `app`'s OpenAPI document describe /predict's request for `tasks()`, the tasks served at
+    the time it is asked for (FastAPI would build it once and keep it)."""
+    described = app.openapi
+
+    def openapi() -> dict:
+        app.openapi_schema = None
+        doc = described()
+        doc["paths"]["/predict"]["post"]["requestBody"] = request_body(tasks(), max_items, max_text_chars)
+        return doc
+
+    app.openapi = openapi

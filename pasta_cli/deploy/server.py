@@ -163,16 +163,7 @@ def create_app(model: MultiTaskPasta, limits: Limits | None = None, adapters_dir
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server goes on"}, 500)
 
-    described = app.openapi
-
-    def openapi() -> dict:  # /predict's request schema names the tasks served now: rebuilt on every call
-        app.openapi_schema = None
-        doc = described()
-        doc["paths"]["/predict"]["post"]["requestBody"] = schema.request_body(
-            list(model.tasks.values()), limits.max_items, limits.max_text_chars)
-        return doc
-
-    app.openapi = openapi
+    schema.describe_requests(app, lambda: list(model.tasks.values()), limits.max_items, limits.max_text_chars)
     return app
 
 
