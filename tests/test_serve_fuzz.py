@@ -1,10 +1,12 @@
 """pasta-serve under generated input (issue #21): schemathesis against its own OpenAPI schema, Hypothesis
 over hostile items sent beside good ones, and many clients with one hostile among them. Every test is
-bounded (a fixed number of derandomized examples) and marked `fuzz` (pytest -m fuzz runs them alone).
+bounded (a fixed number of derandomized examples) and marked `fuzz` (pytest -m fuzz runs them alone);
+PASTA_FUZZ_EXAMPLES=1000 pytest -m fuzz searches longer, at random.
 
 Each prints one line of figures (examples tried, answers by status), which docs/RELIABILITY.md records."""
 
 import json
+import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,13 @@ from pasta_cli.deploy.server import Limits, create_app
 
 pytestmark = pytest.mark.fuzz
 LIMITS = Limits(max_batch=16, max_wait_ms=20, max_items=4, max_text_chars=200)
-BOUNDED = settings(deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+# PASTA_FUZZ_EXAMPLES=N: a longer search, N examples per fuzzer, random rather than derandomized (outside make test)
+LONG = int(os.environ.get("PASTA_FUZZ_EXAMPLES", "0"))
+BOUNDED = settings(deadline=None, database=None, derandomize=not LONG, suppress_health_check=list(HealthCheck))
+
+
+def examples(n: int) -> int:
+    return LONG or n
 CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
             response_schema_conformance]
 
@@ -61,7 +69,7 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_the_schema(served, m
         if mode == "negative" and operation.path != "/predict":
             continue  # the GET endpoints take no input to get wrong
 
-        @settings(BOUNDED, max_examples=100 if operation.path == "/predict" else 5)
+        @settings(BOUNDED, max_examples=examples(100) if operation.path == "/predict" else 5)
         @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
         def call(case):
             statuses[case.call_and_validate(base_url=server.url, checks=checks).status_code] += 1
@@ -103,7 +111,7 @@ def test_a_hostile_request_never_touches_a_good_one_sent_beside_it(served):
     want = offline.predict(good["items"])
     statuses: Counter = Counter()
 
-    @settings(BOUNDED, max_examples=50)
+    @settings(BOUNDED, max_examples=examples(50))
     @given(bad=st.lists(hostile_items(), min_size=1, max_size=3))
     def hostile_beside_good(bad):
         with ThreadPoolExecutor(2) as pool:  # together, so that they may share a forward pass
