@@ -218,3 +218,14 @@ def test_wrong_columns_and_an_output_that_is_a_file_are_one_line(runs, tmp_path,
             f"pasta-predict: error: --output {output}: '{taken}' is a file, not a folder: name a folder for the "
             "<task>.jsonl files (it is made if missing)"], err
         assert "resume" not in err
+
+
+def test_a_lone_surrogate_in_an_input_file_is_one_line_naming_its_line(runs, tmp_path, cli):
+    """The same check as pasta-serve's (multitask.parse_item): JSON lines may escape a lone surrogate, which the
+    fast tokenizer would refuse with a TypeError traceback."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"q": "is it red?", "s": "it is."}\n{"q": "a \\ud83d b", "s": "x"}\n')
+    code, err = cli("--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--input", f"pairs={data}",
+                    "--output", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 2: text holds a lone surrogate '\\ud83d'" in err, err
+    assert not (tmp_path / "o").exists()
