@@ -310,11 +310,11 @@ def parser() -> Parser:
 def build(argv: list[str] | None = None) -> tuple:
     """(app, host, port) from the command line, every task loaded."""
     args = parser().parse_args(argv)
-    return app_from(args), args.host, args.port
+    return load(args, check(args)), args.host, args.port
 
 
-def app_from(args: argparse.Namespace):
-    """The app the parsed command line asks for, every task loaded."""
+def check(args: argparse.Namespace) -> tuple:
+    """(limits, adapters, folder, backbone) the command line asks for, checked before anything is loaded or bound."""
     limits = Limits(**{k: getattr(args, k) for k in Limits.__dataclass_fields__})
     if min(limits.max_batch, limits.max_queue, limits.max_items, limits.max_body_bytes, limits.max_text_chars) < 1:
         raise PastaError("--max-batch, --max-queue, --max-items, --max-body-bytes and --max-text-chars must be "
@@ -330,6 +330,12 @@ def app_from(args: argparse.Namespace):
     backbone = args.backbone
     if not adapters and not backbone:
         backbone = read_adapter_config(in_folder[0])["backbone"]
+    return limits, adapters, folder, backbone
+
+
+def load(args: argparse.Namespace, checked: tuple):
+    """The app, every task of the checked command line loaded."""
+    limits, adapters, folder, backbone = checked
     model = load_tasks(adapters, backbone, device=args.device, precision=args.precision) if adapters else \
         MultiTaskPasta(backbone, device=args.device, precision=args.precision)
     return create_app(model, limits, folder)
@@ -354,8 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     hf_logging.disable_progress_bar()  # "Loading weights" bars, once per task
     try:
         args = parser().parse_args(argv)
+        checked = check(args)  # a mistyped option is named before the port is taken
         sock = listen(args.host, args.port)
-        app = app_from(args)
+        app = load(args, checked)
     except PastaError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
