@@ -8,7 +8,7 @@ SEEDS   ?= 42
 METHODS ?=
 SELECTION ?= dev
 
-.PHONY: install demo test test-fast bench bench-serve reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
+.PHONY: install demo test test-fast bench bench-serve bench-serve-hostile reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: install  ## every method's training step, timed in alternation (benchmark
 
 bench-serve: install  ## 8 tasks on one MiniLM: mixed batches vs one model, 8 models, swapping; HTTP latency and load (docs/DEPLOY.md)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_bench.py run --output outputs/bench/serve.json
+
+bench-serve-hostile: install  ## 16 clients for 2 minutes, one hostile: every good answer 200 and equal to pasta-predict's (docs/DEPLOY.md)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/serve_hostile.py --output outputs/bench/serve_hostile.json
 
 # make reproduce-table4 [SCALE=paper|cpu|smoke] [DATA_DIR=../shared/data] [SEEDS=42,43,44] [VARIANTS=full,shared]
 #                      [TASKS=rte,cola] [METHODS=full_ft,bitfit,lora,prefix,adapter,diff_prune] [LOGGER=wandb]

@@ -192,7 +192,8 @@ class Server:
 
 
 def post(url: str, body) -> tuple[int, dict | None]:
-    data = None if body is None else json.dumps(body).encode()
+    """(status, parsed JSON answer) of a GET (body None) or a POST of `body` (an object, or raw bytes as sent)."""
+    data = body if isinstance(body, bytes) else None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
@@ -228,6 +229,12 @@ def latency(paths, items, threads, rate, seconds) -> dict:
         server.close()
 
 
+def unequal(got: dict, want: dict) -> bool:
+    """A served prediction differs from the offline one: another label, or a probability off by more than 1e-4."""
+    return got["label"] != want["label"] or any(abs(got["probabilities"][k] - v) > 1e-4
+                                                for k, v in want["probabilities"].items())
+
+
 def load_test(paths, pool_items, expected, threads, clients, seconds) -> dict:
     """Closed loop: `clients` threads, each sending 1-4 items at a time for `seconds`; every 200 answer
     compared with the offline prediction of its items (label exactly, probabilities within 1e-4)."""
@@ -246,12 +253,8 @@ def load_test(paths, pool_items, expected, threads, clients, seconds) -> dict:
                 with lock:
                     counts["errors"] += 1
                 continue
-            bad = 0
-            if status == 200:
-                for i, p in zip(picks, body["predictions"], strict=True):
-                    want = expected[i]
-                    bad += p["label"] != want["label"] or any(
-                        abs(p["probabilities"][k] - v) > 1e-4 for k, v in want["probabilities"].items())
+            bad = sum(unequal(p, expected[i]) for i, p in zip(picks, body["predictions"], strict=True)) \
+                if status == 200 else 0
             with lock:
                 counts["requests"] += 1
                 counts["items"] += len(picks) if status == 200 else 0

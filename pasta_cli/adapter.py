@@ -2,12 +2,19 @@
 backbone with one call, PEFT-style.
 
     adapter/adapter_config.json        what to rebuild: format_version, method and its settings,
-                                       backbone, head, labels, pair, task (PASTA: variant, shapes, slots)
+                                       backbone, head, labels, pair, task (PASTA: variant, shapes, slots);
+                                       what inference needs to read and cut inputs as the run did:
+                                       max_length, task_spec (columns, labels, kind), tokenizer (policy)
     adapter/adapter_model.safetensors  the tensors the method trained, under their Hugging Face names
                                        (PASTA: `pasta_vectors` (layers, vectors, hidden) + the head)
 
 LoRA's adapter/ is PEFT's own format (its adapter_config.json and adapter_model.safetensors, which
 `PeftModel.from_pretrained` loads), plus `pasta_config.json` with the keys above, which PEFT ignores.
+
+`inference_settings` is the one reader of the inference keys (pasta-predict, pasta-serve,
+MultiTaskPasta and load_adapter all call it), so a copied adapter/ folder, away from its run, reads
+and truncates its inputs exactly as the run did. An adapter written before these keys existed falls
+back to its run's config.yaml beside the folder, as before.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -31,14 +40,25 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 SIDECAR_NAME = "pasta_config.json"  # our keys where adapter_config.json is another library's (PEFT)
+RUN_CONFIG = "config.yaml"          # a pasta-train run's resolved config, beside its adapter/ folder
+
+
+def tokenizer_policy(head: str) -> dict:
+    """How the runner tokenizes (pasta_cli.data.encode and backbones.load_tokenizer): text that merely looks
+    like a special token stays text, word lists for token tasks, the longest text cut first at max_length."""
+    return {"split_special_tokens": True, "pretokenized": head == "token_classification",
+            "truncation": "longest_first"}
 
 
 def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: str | None = None,
-                 method: str = "pasta", settings: dict | None = None) -> Path:
+                 method: str = "pasta", settings: dict | None = None, max_length: int | None = None,
+                 task_spec: dict | None = None) -> Path:
     """Save what `method` trained and the task head (never the frozen backbone) to `directory`.
 
     `head`: classification | regression | token_classification; `pair`: whether the task feeds
-    sentence pairs; `settings`: the method's config (conf/method/<name>.yaml), for the keys that rebuild it.
+    sentence pairs; `settings`: the method's config (conf/method/<name>.yaml), for the keys that rebuild it;
+    `max_length`, `task_spec`: where inputs were truncated and how the task's files are read (the run's
+    trainer.max_length and resolved task spec), for inference away from the run folder.
     """
     m = get_method(method)
     inner = hf_model(model)
@@ -49,6 +69,7 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
         "hidden_size": inner.config.hidden_size, **m.describe(model, dict(settings or {})),
         "pair": pair, "head": head, "num_labels": inner.config.num_labels,
         "id2label": {str(k): v for k, v in inner.config.id2label.items()}, "task": task,
+        "max_length": max_length, "task_spec": task_spec, "tokenizer": tokenizer_policy(head),
     }
     if m.peft:
         # PEFT writes its own files; written beside the folder first and renamed in one by one, so a crash
@@ -87,6 +108,37 @@ def read_adapter_config(directory) -> dict:
     return config
 
 
+def inference_settings(directory) -> dict:
+    """{"max_length", "task_spec", "tokenizer"}: how the adapter's inputs are read and cut, from its own
+    config; for an adapter saved before it held them, from its run's config.yaml beside the folder. A value
+    neither gives is None (max_length: the backbone's limit; task_spec: the caller must name the columns)."""
+    config = read_adapter_config(directory)
+    settings = {"max_length": config.get("max_length"), "task_spec": config.get("task_spec"),
+                "tokenizer": config.get("tokenizer") or tokenizer_policy(config["head"])}
+    ours = tokenizer_policy(config["head"])
+    if settings["tokenizer"] != ours:  # every reader refuses what it would tokenize otherwise than training did
+        raise PastaError(f"adapter in '{directory}' was trained with tokenizer policy {settings['tokenizer']}; this "
+                         f"pasta-cli tokenizes with {ours}: use the pasta-cli version that trained it")
+    if settings["max_length"] is None or settings["task_spec"] is None:
+        run = _run_config(directory)
+        if run is not None:
+            settings["max_length"] = settings["max_length"] or OmegaConf.select(run, "trainer.max_length")
+            if settings["task_spec"] is None and "task" in run:
+                settings["task_spec"] = OmegaConf.to_container(run.task, resolve=True)
+    return settings
+
+
+def _run_config(directory):
+    """The run's config.yaml beside an adapter folder (None for an adapter saved by hand)."""
+    path = Path(directory).parent / RUN_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError, OSError) as e:
+        raise PastaError(f"cannot read the run's '{path}' ({type(e).__name__}): the run folder is damaged") from None
+
+
 def read_weights(directory) -> dict:
     """The tensors of an adapter folder (adapter_model.safetensors), or one line saying it is damaged."""
     path = Path(directory) / WEIGHTS_NAME
@@ -112,12 +164,17 @@ def load_adapter(directory, backbone: str | None = None, attn_implementation: st
 
     `backbone`: load onto this hub id or folder instead of the one the adapter names (same shape required).
     `attn_implementation`: "eager" where attention weights are wanted (pasta-analyze heads).
+    The tokenizer's model_max_length is the run's max_length (`inference_settings`), so
+    `tokenizer(..., truncation=True)` cuts inputs where training did.
     """
     config = read_adapter_config(directory)
     method = get_method(config["method"])
     name = backbone or config["backbone"]
     head = config["head"]
-    tokenizer = load_tokenizer(name, pretokenized=head == "token_classification")
+    inference = inference_settings(directory)
+    tokenizer = load_tokenizer(name, pretokenized=inference["tokenizer"]["pretokenized"])
+    if inference["max_length"]:  # tokenizer(..., truncation=True) cuts where the run did
+        tokenizer.model_max_length = inference["max_length"]
     model = load_model(name, head, config["num_labels"], config.get("id2label"), attn_implementation)
     if model.config.model_type != config["model_type"] and backbone is None:
         raise PastaError(f"backbone '{name}' is a {model.config.model_type}, "

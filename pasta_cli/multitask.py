@@ -30,7 +30,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from pasta_cli.adapter import read_adapter_config, read_weights
+from pasta_cli.adapter import inference_settings, read_adapter_config, read_weights
 from pasta_cli.backbones import HEADS, load_config, load_model, load_tokenizer, max_length_limit, resolve
 from pasta_cli.errors import PastaError
 from pasta_cli.modeling import AMP_DTYPES, encoder_layers, freeze
@@ -146,7 +146,8 @@ class MultiTaskPasta:
     def add_adapter(self, name: str, path, max_length: int | None = None) -> Task:
         """Load the adapter folder at `path` as task `name` (replacing a task of that name).
 
-        `max_length`: truncate its inputs there (the run's trainer.max_length); None: the backbone's limit.
+        `max_length`: truncate its inputs there; None: where its run did (`inference_settings`: the adapter's
+        max_length, or its run's trainer.max_length), else the backbone's limit.
         """
         if not isinstance(name, str) or not TASK_NAME.fullmatch(name):
             raise PastaError(f"task name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
@@ -165,8 +166,9 @@ class MultiTaskPasta:
                     labels=None if config["head"] == "regression" else
                     [config["id2label"][str(i)] for i in range(config["num_labels"])],
                     num_slots=config["num_slots"], variant=config["variant"],
+                    max_length=min(max_length or inference_settings(path)["max_length"] or limit, limit),
                     slot_to_vector=list(config["slot_to_vector"]), vectors=vectors.float(),
-                    model=self._head(name, config, tensors, path), max_length=min(max_length or limit, limit))
+                    model=self._head(name, config, tensors, path))
         if task.head == "token_classification" and self._word_tokenizer is None:
             self._word_tokenizer = load_tokenizer(self.backbone, pretokenized=True)
         with self._lock:
@@ -273,17 +275,21 @@ class MultiTaskPasta:
 
     def logits(self, items: Sequence, batch_size: int | None = None, progress=None) -> list[torch.Tensor]:
         """Each item's logits, in input order: (labels,) per sentence, (tokens, tags) per token row."""
-        return [out for out, _ in self._run(self.parse(items), batch_size, progress)]
+        return [out for out, _ in self._run(self.parse(items), None, batch_size, progress)]
 
     def predict(self, items: Sequence, batch_size: int | None = None, progress=None) -> list[dict]:
         """Each item's prediction, in input order: {"label", "probabilities"} | {"score"} | {"tags"}."""
-        parsed = self.parse(items)
-        return [prediction(task, out, row) for (task, _), (out, row) in zip(parsed, self._run(parsed, batch_size,
-                                                                                               progress))]
+        return self.predict_encoded(self.parse(items), None, batch_size, progress)
 
-    def _run(self, parsed, batch_size, progress):
+    def predict_encoded(self, parsed: list, rows: list | None = None, batch_size=None, progress=None) -> list[dict]:
+        """predict() on items already parsed (`parse`) and, where `rows` is given, tokenized (`encode`): the
+        server tokenizes each item alone, so that one that cannot be encoded never joins a batch."""
+        out = self._run(parsed, rows, batch_size, progress)
+        return [prediction(task, logits, row) for (task, _), (logits, row) in zip(parsed, out)]
+
+    def _run(self, parsed, rows, batch_size, progress):
         """Length-sorted batches of every row, whatever its task; outputs returned in input order."""
-        rows = self.encode(parsed)
+        rows = self.encode(parsed) if rows is None else rows
         order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
         size = batch_size or max(len(rows), 1)
         out: list = [None] * len(rows)
@@ -337,14 +343,24 @@ def parse_item(where: str, item, tasks: Mapping[str, Task]) -> tuple[Task, list]
         if not (isinstance(tokens, list) and tokens and all(isinstance(t, str) and t.strip() for t in tokens)):
             raise PastaError(f"{where}: task '{name}' tags words: give \"tokens\": a non-empty list of words, "
                              f"got {_short(tokens)}")
-        return task, tokens
+        return task, _unicode(where, tokens)
     text = item.get("text")
     text = [text] if isinstance(text, str) else text
     want = 2 if task.pair else 1
     if not (isinstance(text, list) and len(text) == want and all(isinstance(t, str) for t in text)):
         shape = "[first, second] (a sentence pair)" if task.pair else "[text] or a string (one sentence)"
         raise PastaError(f"{where}: task '{name}' takes \"text\": {shape}, got {_short(text)}")
-    return task, text
+    return task, _unicode(where, text)
+
+
+def _unicode(where: str, texts: list[str]) -> list[str]:
+    """The texts, if all are Unicode a tokenizer can take: a lone UTF-16 surrogate ("\\ud83d" in JSON) is not."""
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PastaError(f"{where}: text holds a lone surrogate {e.object[e.start]!r}, which is not a Unicode "
+                         "character: send valid text (both halves of a surrogate pair)") from None
+    return texts
 
 
 def prediction(task: Task, logits: torch.Tensor, row: dict) -> dict:

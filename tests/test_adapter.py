@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 from tiny_models import tiny
 
 from pasta_cli import PastaError, add_pasta
-from pasta_cli.adapter import load_adapter, save_adapter
+from pasta_cli.adapter import inference_settings, load_adapter, save_adapter
+from pasta_cli.multitask import MultiTaskPasta
 
 
 def trained(family, variant="full", tmp_path=None):
@@ -154,3 +155,23 @@ def test_a_damaged_weights_file_is_one_line_naming_it(tmp_path):
     with pytest.raises(PastaError, match="adapter_model.safetensors") as err:
         load_adapter(tmp_path / "a")
     assert "\n" not in str(err.value)
+
+
+def test_the_adapter_carries_what_inference_needs_and_every_reader_reads_it(tmp_path):
+    """issue #21: max_length, the task spec and the tokenizer policy live in the adapter's own config; load_adapter
+    and MultiTaskPasta read them through inference_settings, and refuse a policy they would not apply."""
+    model, _, backbone = trained("bert", "full", tmp_path)
+    spec = {"name": "rte", "kind": "classification", "text": ["s1", "s2"], "labels": ["yes", "no"]}
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, max_length=24,
+                 task_spec=spec)
+    settings = inference_settings(tmp_path / "a")
+    assert settings == {"max_length": 24, "task_spec": spec, "tokenizer": {
+        "split_special_tokens": True, "pretokenized": False, "truncation": "longest_first"}}
+    assert load_adapter(tmp_path / "a")[1].model_max_length == 24
+    assert MultiTaskPasta(backbone).add_adapter("rte", tmp_path / "a").max_length == 24
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    config["tokenizer"]["truncation"] = "only_second"
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(config))
+    for read in (load_adapter, lambda path: MultiTaskPasta(backbone).add_adapter("rte", path)):
+        with pytest.raises(PastaError, match="tokenizer policy .*'only_second'.*: use the pasta-cli version"):
+            read(tmp_path / "a")

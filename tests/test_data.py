@@ -662,6 +662,8 @@ def test_predictions_metrics_and_rows():
     with pytest.raises(PastaError, match="without labels"):
         compute_metrics(mrpc, preds, np.array([-1, -1, -1, -1]))
     assert submission_rows(mrpc, "test", [3, 4], np.array([1, 0])) == [(3, 1), (4, 0)]
+    assert submission_rows(mrpc, "validation", [3, 4], np.array([1, 0]), names=True) == [(3, "equivalent"),
+                                                                                         (4, "not_equivalent")]
     rte = _task(name="rte", labels=["entailment", "not_entailment"], metrics=["accuracy"])
     assert submission_rows(rte, "test", np.array([0, 1]), np.array([1, 0])) == [(0, "not_entailment"), (1, "entailment")]
     with pytest.raises(PastaError, match="outside the 2 labels"):

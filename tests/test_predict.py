@@ -3,6 +3,8 @@ its files equal what the runs themselves predicted (their dev and GLUE-format te
 
 import csv
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,105 @@ def test_an_adapter_saved_by_hand_reads_the_columns_it_is_given(tmp_path, cli):
 def test_bad_options_are_one_line(tmp_path, args, message, cli):
     code, err = cli(*args, "--output", tmp_path / "o")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def long_rows(path: Path, n: int = 6) -> Path:
+    """Unlabelled pairs far longer than the runs' trainer.max_length (32), so where inputs are cut shows."""
+    words = ["red", "door", "blue", "box", "is", "the", "a", "cup", "not", "lamp"]
+    path.write_text("id,q,s\n" + "".join(
+        f'{i},"{" ".join(words[(i + k) % 10] for k in range(40))}","{" ".join(words[(3 * i + k) % 7] for k in range(50))}"\n'
+        for i in range(n)))
+    return path
+
+
+def test_a_copied_adapter_predicts_and_serves_as_its_run_does(runs, tmp_path):
+    """issue #21: an adapter/ copied away from its run (into a serving folder) was served at the backbone's 512
+    tokens instead of the run's 32; the adapter now carries max_length, the task spec and the tokenizer policy."""
+    from test_serve import Served, same
+
+    from pasta_cli import load_adapter
+    from pasta_cli.adapter import inference_settings
+    from pasta_cli.deploy.server import build
+
+    data = long_rows(tmp_path / "long.csv")
+    alone = tmp_path / "serving" / "pairs"
+    shutil.copytree(runs["pairs"] / "adapter", alone)
+    assert not (alone.parent / "config.yaml").exists()
+    settings = inference_settings(alone)
+    assert settings["max_length"] == 32 and settings["task_spec"]["text"] == ["q", "s"]
+    assert settings["task_spec"]["labels"] == ["no", "yes"] and settings["tokenizer"]["truncation"] == "longest_first"
+    out = {}
+    for name, adapter in (("run", runs["pairs"] / "adapter"), ("copy", alone)):  # no --columns: the spec says
+        run(["--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
+             "--no-progress"])
+        out[name] = [(tmp_path / name / f).read_text() for f in ("pairs.jsonl", "pairs.tsv")]
+    assert out["copy"] == out["run"]
+    want = [json.loads(line) for line in out["run"][0].splitlines()]
+    # the comparison can fail: at the backbone's 512 tokens the same rows get other probabilities
+    items = [{"task": "pairs", "text": [r["q"], r["s"]]} for r in csv.DictReader(data.open())]
+    uncut = MultiTaskPasta(runs["backbone"])
+    uncut.add_adapter("pairs", alone, max_length=512)
+    assert not all(same(g, w) for g, w in zip(uncut.predict(items), want))
+    # load_adapter's tokenizer cuts where the run did
+    model, tok = load_adapter(alone)
+    enc = tok(items[0]["text"][0], items[0]["text"][1], truncation=True, return_tensors="pt",
+              return_special_tokens_mask=True)
+    assert enc["input_ids"].shape[1] == 32
+    assert model(**enc).logits.softmax(-1)[0].tolist() == pytest.approx(list(want[0]["probabilities"].values()),
+                                                                         abs=1e-5)
+    # pasta-serve on the copied folder: the same answers
+    app, _, _ = build(["--adapters-dir", str(alone.parent)])
+    server = Served(app)
+    try:
+        deadline = time.time() + 30
+        while not (tasks := server.request("/tasks")[1]["tasks"]) and time.time() < deadline:
+            time.sleep(0.05)  # the folder's first look
+        status, body, _ = server.request("/predict", {"items": items})
+    finally:
+        server.close()
+    assert status == 200 and tasks[0]["max_length"] == 32
+    assert all(same({k: v for k, v in g.items() if k != "task"}, w) for g, w in zip(body["predictions"], want))
+
+
+def test_an_adapter_saved_before_it_carried_its_task_reads_its_run_folder(runs, tmp_path):
+    old = tmp_path / "old-run"
+    shutil.copytree(runs["pairs"], old)
+    config = json.loads((old / "adapter" / "adapter_config.json").read_text())
+    for key in ("max_length", "task_spec", "tokenizer"):
+        del config[key]
+    (old / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    data = long_rows(tmp_path / "long.csv")
+    for name, adapter in (("new", runs["pairs"] / "adapter"), ("old", old / "adapter")):
+        run(["--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
+             "--no-progress"])
+    assert (tmp_path / "old" / "pairs.jsonl").read_text() == (tmp_path / "new" / "pairs.jsonl").read_text()
+    assert MultiTaskPasta(runs["backbone"]).add_adapter("pairs", old / "adapter").max_length == 32
+
+
+def test_wrong_columns_and_an_output_that_is_a_file_are_one_line(runs, tmp_path, cli):
+    adapter = f"pairs={runs['pairs'] / 'adapter'}"
+    data = runs["data"] / "test.csv"
+    code, err = cli("--adapter", adapter, "--input", f"pairs={data}", "--columns", "pairs=question,s",
+                    "--output", tmp_path / "o")
+    assert code == 2 and err.splitlines() == [
+        f"pasta-predict: error: '{data}' line 2: no column 'question' (--columns pairs=question,s); the file's columns "
+        "are 'id', 'q', 's': name the text columns with --columns pairs=id,q"], err
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder\n")
+    for output in (taken, taken / "sub"):
+        code, err = cli("--adapter", adapter, "--input", f"pairs={data}", "--output", output)
+        assert code == 2 and err.splitlines() == [
+            f"pasta-predict: error: --output {output}: '{taken}' is a file, not a folder: name a folder for the "
+            "<task>.jsonl files (it is made if missing)"], err
+        assert "resume" not in err
+
+
+def test_a_lone_surrogate_in_an_input_file_is_one_line_naming_its_line(runs, tmp_path, cli):
+    """The same check as pasta-serve's (multitask.parse_item): JSON lines may escape a lone surrogate, which the
+    fast tokenizer would refuse with a TypeError traceback."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"q": "is it red?", "s": "it is."}\n{"q": "a \\ud83d b", "s": "x"}\n')
+    code, err = cli("--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--input", f"pairs={data}",
+                    "--output", tmp_path / "o")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 2: text holds a lone surrogate '\\ud83d'" in err, err
+    assert not (tmp_path / "o").exists()

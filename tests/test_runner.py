@@ -89,6 +89,10 @@ def test_real_tasks_train_a_few_steps(tmp_path, task, kind, metric):
     assert len(dev) == 1 + 40
     if task != "conll2003":
         assert (d / "test_predictions.tsv").is_file()
+    if task == "sst2":  # issue #21: the dev file names classes as pasta-predict does; GLUE's test file keeps ids
+        test = list(csv.reader((d / "test_predictions.tsv").open(), delimiter="\t", quoting=csv.QUOTE_NONE))
+        assert {r[1] for r in dev[1:]} | {r[2] for r in dev[1:]} <= {"negative", "positive"}
+        assert {r[1] for r in test[1:]} <= {"0", "1"} and len(test) > 1
 
 
 def write_stsb(root: Path):

@@ -1,19 +1,17 @@
-"""From the command line's `NAME=PATH` options to loaded tasks, with what their run folders know.
+"""From the command line's `NAME=PATH` options to loaded tasks, with what their adapters know.
 
-An adapter written by `pasta-train` sits in its run folder (`<run>/adapter/`) beside `config.yaml`,
-which holds the run's resolved task spec (columns, format, labels, submission format) and
-`trainer.max_length`: inputs are read and truncated as the task was trained. An adapter saved by
-hand (`save_adapter`) has no run folder: its inputs need their text columns named.
+An adapter written by `pasta-train` carries the run's resolved task spec (columns, format, labels,
+submission format) and `trainer.max_length` in its own adapter_config.json (an older one: in its run's
+config.yaml beside it), read by `pasta_cli.adapter.inference_settings`: inputs are read and truncated as
+the task was trained, wherever the folder was copied. An adapter saved by hand (`save_adapter` without
+`task_spec`) needs its inputs' text columns named.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from pasta_cli.adapter import read_adapter_config
+from pasta_cli.adapter import inference_settings, read_adapter_config
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.multitask import TASK_NAME, MultiTaskPasta
@@ -35,34 +33,19 @@ def named(values: list[str] | None, option: str, example: str) -> dict[str, str]
     return out
 
 
-def run_config(adapter: str | Path):
-    """The run's config.yaml beside the adapter folder, or None for an adapter saved by hand."""
-    path = Path(adapter).parent / "config.yaml"
-    if not path.is_file() or not (Path(adapter) / "adapter_config.json").is_file():
-        return None
-    try:
-        return OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError, OSError) as e:
-        raise PastaError(f"cannot read the run's '{path}' ({type(e).__name__}): the run folder is damaged") from None
-
-
 def run_task(adapter: str | Path) -> TaskSpec | None:
-    """The task spec the adapter was trained on (None without a run folder)."""
-    cfg = run_config(adapter)
-    return None if cfg is None or "task" not in cfg else as_spec(cfg.task)
-
-
-def run_max_length(adapter: str | Path) -> int | None:
-    cfg = run_config(adapter)
-    return None if cfg is None else OmegaConf.select(cfg, "trainer.max_length", default=None)
+    """The task spec the adapter was trained on: from the adapter's own config, or (an older adapter)
+    its run's config.yaml; None for an adapter saved by hand without one."""
+    spec = inference_settings(adapter)["task_spec"]
+    return None if spec is None else as_spec(spec)
 
 
 def load_tasks(adapters: dict[str, str], backbone: str | None = None, **options) -> MultiTaskPasta:
     """One backbone (the first adapter's unless given), every adapter on it, each truncating its
-    inputs where its run did."""
+    inputs where its run did (MultiTaskPasta.add_adapter reads the adapter's max_length)."""
     if not adapters:
         raise PastaError("no adapter given: name at least one, --adapter NAME=PATH (a run's adapter/ folder)")
     model = MultiTaskPasta(backbone or read_adapter_config(next(iter(adapters.values())))["backbone"], **options)
     for name, path in adapters.items():
-        model.add_adapter(name, path, max_length=run_max_length(path))
+        model.add_adapter(name, path)
     return model

@@ -4,11 +4,11 @@
                   --input rte=rte_test.tsv --input sst2=sst2.jsonl --output preds/
 
 An input is read in the task's own way: the format from its extension (tsv, csv, jsonl, parquet,
-txt = CoNLL), the text columns from the run's task spec (its test columns where the task has them,
-as prediction inputs are unlabelled like a test split), or from `--columns NAME=a,b` (needed for an
-adapter saved without a run folder). Rows of every input are batched together across tasks, sorted
+txt = CoNLL), the text columns from the task spec the adapter carries (its test columns where the task
+has them, as prediction inputs are unlabelled like a test split), or from `--columns NAME=a,b` (needed
+for an adapter saved by hand, without a task spec). Rows of every input are batched together across tasks, sorted
 by length. Each input gives `preds/<task>.jsonl`, one line per row in input order; an unlabelled
-input of a task whose run folder is known also gives `preds/<task>.tsv`, the GLUE leaderboard's file
+input of a task whose spec is known also gives `preds/<task>.tsv`, the GLUE leaderboard's file
 (the run's own test_predictions.tsv format). Every row is checked before the model runs (a bad one
 is one line naming its file and line), and the files are written only when every prediction is in.
 """
@@ -57,6 +57,10 @@ class Input:
                              f"{'s (a sentence pair)' if want == 2 else ''}")
         index = (spec.test_columns.index if spec and spec.test_columns else None) or (spec.index if spec else None)
         records = list(readers.read(path, fmt, header=conll or not positional(text)))
+        if not records:
+            raise PastaError(f"--input {task.name}={path}: the file holds no rows to predict")
+        if not conll:
+            self._check_columns(text, records[0], columns is not None, want)
         label = CONLL_LABEL if conll else (spec.label if spec else None)
         self.labelled = label is not None and label in records[0][1]
         token = task.head == "token_classification"
@@ -70,6 +74,18 @@ class Input:
             parse_item(where, item, {task.name: task})  # a row the model cannot take: named by file and line
             self.items.append(item)
 
+    def _check_columns(self, text: list[str], first: tuple, given: bool, want: int) -> None:
+        """One line naming a text column the file lacks, where the names came from, and the file's columns."""
+        where, record = first
+        missing = [c for c in text if c not in record]
+        if missing:
+            name = self.task.name
+            source = f"--columns {name}={','.join(text)}" if given else "the text columns of the adapter's task spec"
+            found = list(record)
+            raise PastaError(f"{where}: no column {missing[0]!r} ({source}); the file's columns are "
+                             f"{', '.join(map(repr, found))}: name the text column{'s' if want > 1 else ''} with "
+                             f"--columns {name}={','.join(found[:want])}")
+
     def _spec_columns(self) -> list[str]:
         spec, name = self.spec, self.task.name
         if spec is None:
@@ -80,7 +96,7 @@ class Input:
 
     def leaderboard_rows(self, predictions: list[dict]) -> list[tuple] | None:
         """The GLUE submission rows (the run's test_predictions.tsv format) for an unlabelled input of a
-        task with a run folder; None otherwise."""
+        task whose spec is known (the adapter's or its run's); None otherwise."""
         if self.spec is None or self.labelled:
             return None
         task = self.task
@@ -122,7 +138,7 @@ def parser() -> Parser:
     p.add_argument("--input", action="append", required=True, metavar="NAME=FILE",
                    help="rows to predict for task NAME (.tsv .csv .jsonl .parquet, .txt for CoNLL); repeat")
     p.add_argument("--columns", action="append", metavar="NAME=COL[,COL2]",
-                   help="the text column(s) of task NAME's input (default: the run's task spec)")
+                   help="the text column(s) of task NAME's input (default: the task spec the adapter carries)")
     p.add_argument("--output", required=True, type=Path, help="folder for <task>.jsonl (and <task>.tsv)")
     p.add_argument("--backbone", help="hub id or folder (default: the first adapter's backbone)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -143,6 +159,10 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
         if name not in adapters:
             raise PastaError(f"task '{name}' has an input or columns but no adapter: add --adapter {name}=PATH "
                              f"(the tasks are {', '.join(adapters)})")
+    folder = next(p for p in (args.output.absolute(), *args.output.absolute().parents) if p.exists())
+    if not folder.is_dir():
+        raise PastaError(f"--output {args.output}: '{folder}' is a file, not a folder: name a folder for the "
+                         "<task>.jsonl files (it is made if missing)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PastaError("--device cuda but no CUDA GPU is visible: use --device auto or cpu")

@@ -11,8 +11,11 @@
     GET /metrics   Prometheus text: requests by status, items by task, batch sizes, latency (histogram
                    and p50/p99 of the last 1000 requests), queue depth
 
-Items of requests arriving close together share one mixed-task forward pass (`batcher.py`). A bad
-request gets a 4xx JSON `{"error": "..."}` naming the problem; a full queue a 503 with Retry-After.
+Items of requests arriving close together share one mixed-task forward pass (`batcher.py`). Faults stay
+with the request that brought them: every item is validated and tokenized on its own before it joins a
+batch (one that cannot be: a 4xx for its request alone), and a batch that fails is run again item by
+item, so only the request whose item fails alone gets the 500. A bad request gets a 4xx JSON
+`{"error": "..."}` naming the problem; a full queue a 503 with Retry-After; every answer is counted.
 Tasks can be added and removed while it runs through `--adapters-dir`: every sub-folder holding an
 adapter is a task named after the folder, polled every `--poll-seconds` (a new or changed folder is
 loaded, a removed one dropped). The folder is the admin interface: nothing on the HTTP side changes tasks.
@@ -21,11 +24,13 @@ A replica holds no state beyond its adapters: scale out with more replicas behin
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -35,7 +40,8 @@ from pathlib import Path
 from transformers.utils import logging as hf_logging
 
 from pasta_cli.adapter import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
-from pasta_cli.deploy.adapters import load_tasks, named, run_max_length
+from pasta_cli.deploy import schema
+from pasta_cli.deploy.adapters import load_tasks, named
 from pasta_cli.deploy.batcher import Batcher, QueueFull
 from pasta_cli.errors import Parser, PastaError
 from pasta_cli.modeling import AMP_DTYPES
@@ -48,7 +54,7 @@ try:  # the `serve` extra: pip install 'pasta-cli[serve]'
     import prometheus_client as prom
     import uvicorn
     from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
 except ImportError as e:  # pragma: no cover - the test environment has the extra
     _MISSING = e
 else:
@@ -67,9 +73,9 @@ class Limits:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
 
 
 class Metrics:
@@ -125,37 +131,30 @@ def create_app(model: MultiTaskPasta, limits: Limits | None = None, adapters_dir
     app = FastAPI(title="pasta-serve", lifespan=lifespan)
     app.state.model, app.state.batcher, app.state.metrics = model, batcher, metrics
 
-    @app.post("/predict")
+    @app.post("/predict", responses=schema.PREDICT_RESPONSES)
     async def predict(request: Request):
         start = time.perf_counter()
         try:
-            items = _validate(await _body(request, limits.max_body_bytes), model, limits)
-            try:
-                results = await batcher.submit(items)
-            except QueueFull as e:
-                metrics.observe(503, 0)
-                return JSONResponse({"error": f"server busy: {e}; retry in a second"}, 503,
-                                    headers={"Retry-After": "1"})
+            answer = JSONResponse(await _answer(request, model, batcher, limits, metrics))
         except BadRequest as e:
-            metrics.observe(e.status, 0)
-            return JSONResponse({"error": str(e)}, e.status)
-        except PastaError as e:  # e.g. a task removed or replaced while its items waited
-            metrics.observe(409, 0)
-            return JSONResponse({"error": str(e)}, 409)
-        for item in items:
-            metrics.items.labels(item["task"]).inc()
-        metrics.observe(200, time.perf_counter() - start)
-        return {"predictions": [{"task": item["task"], **r} for item, r in zip(items, results)]}
+            answer = JSONResponse({"error": str(e)}, e.status, headers=e.headers)
+        except PastaError as e:  # a task removed or replaced while its items waited
+            answer = JSONResponse({"error": str(e)}, 409)
+        except Exception as e:  # noqa: BLE001 - this request's failure alone: logged, answered, counted
+            log.exception("unexpected error on /predict")
+            answer = JSONResponse({"error": f"internal error ({type(e).__name__}); the server goes on"}, 500)
+        metrics.observe(answer.status_code, time.perf_counter() - start)
+        return answer
 
-    @app.get("/tasks")
+    @app.get("/tasks", response_model=schema.Tasks)
     async def tasks():
         return {"backbone": model.backbone, "tasks": [t.describe() for t in list(model.tasks.values())]}
 
-    @app.get("/health")
+    @app.get("/health", response_model=schema.Health)
     async def health():
         return {"status": "ok", "backbone": model.backbone, "tasks": len(model.tasks), "queue": batcher.waiting()}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
         return Response(prom.generate_latest(metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
 
@@ -164,7 +163,27 @@ def create_app(model: MultiTaskPasta, limits: Limits | None = None, adapters_dir
         log.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server goes on"}, 500)
 
+    schema.describe_requests(app, lambda: list(model.tasks.values()), limits.max_items, limits.max_text_chars)
     return app
+
+
+async def _answer(request: Request, model: MultiTaskPasta, batcher: Batcher, limits: Limits, metrics) -> dict:
+    """Every item checked and tokenized alone, then predicted in the shared batches."""
+    parsed = _validate(await _body(request, limits.max_body_bytes), model, limits)
+    rows = []
+    for i, item in enumerate(parsed):
+        try:
+            rows.append(model.encode([item])[0])
+        except Exception as e:  # noqa: BLE001 - whatever the tokenizer refuses is this item's fault alone
+            raise BadRequest(422, f"item {i}: the tokenizer cannot encode its text ({type(e).__name__}): send "
+                                  "plain Unicode text") from None
+    try:
+        results = await batcher.submit([(*item, row) for item, row in zip(parsed, rows)])
+    except QueueFull as e:
+        raise BadRequest(503, f"server busy: {e}; retry in a second", {"Retry-After": "1"}) from None
+    for task, _ in parsed:
+        metrics.items.labels(task.name).inc()
+    return {"predictions": [{"task": task.name, **r} for (task, _), r in zip(parsed, results)]}
 
 
 async def _body(request: Request, limit: int):
@@ -181,9 +200,11 @@ async def _body(request: Request, limit: int):
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(400, f"the body is not valid JSON ({e}); expected {{\"items\": [...]}}") from None
+    except RecursionError:
+        raise BadRequest(400, "the body is JSON nested too deep; expected {\"items\": [...]}") from None
 
 
-def _validate(payload, model: MultiTaskPasta, limits: Limits) -> list[dict]:
+def _validate(payload, model: MultiTaskPasta, limits: Limits) -> list[tuple]:
     if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
         raise BadRequest(422, "expected a JSON object {\"items\": [{\"task\": ..., \"text\": [...]}, ...]}")
     items = payload["items"]
@@ -200,21 +221,30 @@ def _validate(payload, model: MultiTaskPasta, limits: Limits) -> list[dict]:
         if size > limits.max_text_chars:
             raise BadRequest(422, f"item {i}: {size} characters of text; the limit is {limits.max_text_chars} "
                                   "(--max-text-chars)")
-    return items
+        if not all(t.strip() for t in texts):
+            raise BadRequest(422, f"item {i}: an empty or blank text: every text needs a character that is not "
+                                  "whitespace")
+    return parsed
 
 
-def _predict(model: MultiTaskPasta, items: list[dict]) -> list:
-    """One forward pass for the batch; should a task have changed meanwhile, each item alone."""
+def _predict(model: MultiTaskPasta, items: list[tuple]) -> list:
+    """One forward pass for the batch of (task, texts, tokenized row). Should it fail (a task changed
+    meanwhile, or anything unexpected), each item runs alone: only an item that fails alone fails, and
+    only its own request gets the error."""
     try:
-        return model.predict(items)
-    except PastaError:
-        results = []
-        for item in items:
-            try:
-                results.append(model.predict([item])[0])
-            except PastaError as e:
-                results.append(e)
-        return results
+        return model.predict_encoded([item[:2] for item in items], [item[2] for item in items])
+    except Exception as e:  # noqa: BLE001 - never the whole batch's failure
+        if len(items) == 1:
+            return [e]
+        if not isinstance(e, PastaError):
+            log.warning("a batch of %d items failed (%s); each item again alone", len(items), type(e).__name__)
+    results = []
+    for task, texts, row in items:
+        try:
+            results.append(model.predict_encoded([(task, texts)], [row])[0])
+        except Exception as e:  # noqa: BLE001 - the guilty item's request gets it (a 409 or a 500)
+            results.append(e)
+    return results
 
 
 async def _watch(model: MultiTaskPasta, folder: Path, every: float, batcher: Batcher) -> None:
@@ -245,32 +275,46 @@ async def sync_folder(model, folder: Path, seen: dict[str, tuple], call) -> None
             continue
         seen[name] = stamp  # a failed load is retried only when the folder changes again
         try:
-            await call(model.add_adapter, name, folder / name, run_max_length(folder / name))
+            await call(model.add_adapter, name, folder / name)  # max_length: the adapter's own
             log.warning("task %s loaded from %s", name, folder / name)
         except PastaError as e:
             log.warning("task %s not loaded: %s", name, e)
 
 
+LIMIT_HELP = {
+    "max_batch": "items in one forward pass", "max_wait_ms": "how long the first waiting item waits for others",
+    "max_queue": "items waiting; beyond them: 503", "max_items": "items in one request; more: 413",
+    "max_body_bytes": "request body size; larger: 413", "max_text_chars": "characters of one item's text; more: 422",
+    "poll_seconds": "seconds between two looks at the adapters folder",
+}
+
+
 def parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+               epilog="Example: pasta-serve --adapter rte=outputs/runs/rte/.../adapter --port 8000")
     p.add_argument("--adapter", action="append", metavar="NAME=PATH", help="a task's adapter folder; repeat")
     p.add_argument("--adapters-dir", type=Path, help="serve every adapter folder in DIR, watched for changes")
     p.add_argument("--backbone", help="hub id or folder (default: the first adapter's backbone)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--precision", default="fp32", choices=tuple(AMP_DTYPES))
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
+    p.add_argument("--precision", default="fp32", choices=tuple(AMP_DTYPES), help="(default: %(default)s)")
     defaults = Limits()
-    for key in ("max_batch", "max_wait_ms", "max_queue", "max_items", "max_body_bytes", "max_text_chars",
-                "poll_seconds"):
+    for key, what in LIMIT_HELP.items():
         kind = float if key in ("max_wait_ms", "poll_seconds") else int
-        p.add_argument("--" + key.replace("_", "-"), type=kind, default=getattr(defaults, key))
+        p.add_argument("--" + key.replace("_", "-"), type=kind, default=getattr(defaults, key),
+                       help=f"{what} (default: %(default)s)")
     return p
 
 
 def build(argv: list[str] | None = None) -> tuple:
     """(app, host, port) from the command line, every task loaded."""
     args = parser().parse_args(argv)
+    return load(args, check(args)), args.host, args.port
+
+
+def check(args: argparse.Namespace) -> tuple:
+    """(limits, adapters, folder, backbone) the command line asks for, checked before anything is loaded or bound."""
     limits = Limits(**{k: getattr(args, k) for k in Limits.__dataclass_fields__})
     if min(limits.max_batch, limits.max_queue, limits.max_items, limits.max_body_bytes, limits.max_text_chars) < 1:
         raise PastaError("--max-batch, --max-queue, --max-items, --max-body-bytes and --max-text-chars must be "
@@ -286,9 +330,28 @@ def build(argv: list[str] | None = None) -> tuple:
     backbone = args.backbone
     if not adapters and not backbone:
         backbone = read_adapter_config(in_folder[0])["backbone"]
+    return limits, adapters, folder, backbone
+
+
+def load(args: argparse.Namespace, checked: tuple):
+    """The app, every task of the checked command line loaded."""
+    limits, adapters, folder, backbone = checked
     model = load_tasks(adapters, backbone, device=args.device, precision=args.precision) if adapters else \
         MultiTaskPasta(backbone, device=args.device, precision=args.precision)
-    return create_app(model, limits, folder), args.host, args.port
+    return create_app(model, limits, folder)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before any task loads or the banner prints: a busy port is one line."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a just-closed port is free
+        sock.bind((host, port))
+    except (OSError, OverflowError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise PastaError(f"cannot listen on {host}:{port} ({reason}): choose another --port (or --host)") from None
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -296,14 +359,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     hf_logging.disable_progress_bar()  # "Loading weights" bars, once per task
     try:
-        app, host, port = build(argv)
+        args = parser().parse_args(argv)
+        checked = check(args)  # a mistyped option is named before the port is taken
+        sock = listen(args.host, args.port)
+        app = load(args, checked)
     except PastaError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     model = app.state.model
-    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}: http://{host}:{port} (POST /predict, "
+    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}: http://{args.host}:{args.port} (POST /predict, "
           "GET /tasks /health /metrics)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 if __name__ == "__main__":

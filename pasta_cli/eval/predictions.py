@@ -56,9 +56,10 @@ def compute_metrics(task: TaskData, preds, labels) -> dict[str, float]:
     return metrics.compute(task.metrics, preds, labels)
 
 
-def submission_rows(task: TaskData, split: str, idx, preds, labels=None) -> list[tuple]:
+def submission_rows(task: TaskData, split: str, idx, preds, labels=None, names: bool = False) -> list[tuple]:
     """Prediction-file rows (index, prediction) as the GLUE server expects them: a class as its name
-    or its id (task.submission_labels), a score as a float, a sentence's tags as 'TAG TAG ...' with
+    or its id (task.submission_labels; `names`: always its name, as pasta-predict and pasta-serve write it,
+    for files people read such as dev_predictions.tsv), a score as a float, a sentence's tags as 'TAG TAG ...' with
     one tag per word. Token preds are per-word id lists, or (N, T) per-token ids whose first
     sub-words are those labelled in `labels`, else those encode() recorded for `split`."""
     idx = [int(i) for i in idx]
@@ -70,7 +71,7 @@ def submission_rows(task: TaskData, split: str, idx, preds, labels=None) -> list
         words = _word_level(task, split, idx, preds, labels)
         return [(i, " ".join(tags)) for i, tags in zip(idx, _names(task, words))]
     preds = np.asarray(preds).reshape(-1)
-    if task.submission_labels == SubmissionLabels.ids:
+    if task.submission_labels == SubmissionLabels.ids and not names:
         return [(i, int(p)) for i, p in zip(idx, preds)]
     return list(zip(idx, _names(task, [preds])[0]))
 

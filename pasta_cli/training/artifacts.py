@@ -6,8 +6,9 @@
     adapter/              the best model's adapter (pasta_cli.adapter: one format for every method)
     <figure>.png          the method's own figure (PASTA: norms.png, the paper's Figure 4)
     dev_predictions.tsv   the best model on the first evaluation split, each row with its gold label (what
-                          the paired bootstrap of pasta-reproduce resamples); test_predictions*.tsv: the
-                          GLUE submission files for unlabelled test splits
+                          the paired bootstrap of pasta-reproduce resamples), classes by name as pasta-predict
+                          and pasta-serve write them; test_predictions*.tsv: the GLUE submission files for
+                          unlabelled test splits (classes by name or id, as the GLUE server expects)
 """
 
 from __future__ import annotations
@@ -38,10 +39,14 @@ def write_metrics(run_dir: Path, records: list[dict]) -> None:
 
 
 def save_best(run, run_dir: Path) -> None:
+    """adapter/: the best model's tensors, and what inference needs to treat inputs as this run did (its
+    max_length and resolved task spec), so the folder predicts the same wherever it is copied."""
     cfg = run.cfg
+    spec = OmegaConf.to_container(OmegaConf.structured(run.task.spec), resolve=True, enum_to_str=True)
     save_adapter(run.model, run_dir / ADAPTER, backbone=cfg.model.name_or_path, head=run.head,
                  pair=run.task.pair, task=run.task.name, method=run.method.name,
-                 settings=OmegaConf.to_container(cfg.method, resolve=True))
+                 settings=OmegaConf.to_container(cfg.method, resolve=True),
+                 max_length=cfg.trainer.max_length, task_spec=spec)
 
 
 def draw(run, run_dir: Path, step: int | None, suffix: str = "") -> Path | None:
@@ -71,9 +76,10 @@ def write_predictions(run, run_dir: Path, predict) -> None:
     for split, name in prediction_files(run.task):
         logits, labels = predict(split)
         idx = run.data[split]["idx"]
-        rows = submission_rows(run.task, split, idx, predictions(run.task, logits), labels)
-        if run.task.labelled(split) and labels is not None:
-            gold = submission_rows(run.task, split, idx, labels, labels)  # the labels, written as predictions are
+        named = run.task.labelled(split)  # the dev file names classes (as pasta-predict does); GLUE's test files
+        rows = submission_rows(run.task, split, idx, predictions(run.task, logits), labels, names=named)  # may want ids
+        if named and labels is not None:
+            gold = submission_rows(run.task, split, idx, labels, labels, names=True)  # written as predictions are
             write_tsv(run_dir / name, ("index", "prediction", "label"), [(*r, g[1]) for r, g in zip(rows, gold)])
         else:
             write_tsv(run_dir / name, ("index", "prediction"), rows)
