@@ -21,11 +21,11 @@ from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pasta_cli import paper
+from pasta_cli import config_checks, paper
 from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
-from pasta_cli.methods import check_method
+from pasta_cli.methods import check_method, get_method
 from pasta_cli.modeling import AMP_DTYPES
 
 SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
@@ -178,6 +178,8 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     """Refuse settings that cannot work, before any data or model is loaded."""
     recipe_name(cfg)  # first: the budget's values resolve through it
+    config_checks.check_known_keys(cfg, TrainConfig, CONF_MODULE, get_method(cfg.method.get("name")).settings)
+    config_checks.check_numbers(cfg)
     check_method(cfg.method)
     t = cfg.trainer
     if t.precision not in PRECISIONS:
@@ -204,8 +206,6 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
         check_packing_settings(cfg, cuda_available)
     if cfg.optim.schedule not in SCHEDULES:
         raise PastaError(f"unknown optim.schedule '{cfg.optim.schedule}': choose one of {', '.join(SCHEDULES)}")
-    if cfg.optim.lr <= 0:
-        raise PastaError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
 
 
 def check_packing_settings(cfg: DictConfig, cuda_available: bool) -> None:

@@ -12,6 +12,7 @@ names are those found in train, sorted (numerically when all are integers).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from itertools import chain
@@ -22,6 +23,7 @@ from pasta_cli.data.spec import Kind
 from pasta_cli.errors import PastaError
 
 NO_LABEL = -1
+FLOAT32_MAX = 3.4028234663852886e38  # regression scores are stored as float32 (task._dataset): past this, inf
 _INTEGER = re.compile(r"-?\d+")
 
 
@@ -91,9 +93,15 @@ def _class(value: Any, lookup: dict[str, int] | None, labels: Sequence[str] | No
 def _score(value: Any, where: str, col: str) -> float:
     if not isinstance(value, bool):
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            score = float(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past a float's range
             pass
+        else:
+            if math.isfinite(score) and abs(score) <= FLOAT32_MAX:
+                return score
+            raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a finite number (scores "
+                             "are kept as 32-bit floats); expected a real score: a NaN or an infinity would make "
+                             "every loss and prediction NaN")
     raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a number")
 
 
