@@ -36,6 +36,7 @@ SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedu
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
 PRECISIONS = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
+ATTENTIONS = ("sdpa", "eager", *VARLEN_ATTENTION)  # model.attn_implementation: what transformers' encoders offer
 SCHEDULES = ("linear", "constant")
 STAMP_ENV = "PASTA_RUN_STAMP"
 
@@ -182,6 +183,11 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     config_checks.check_numbers(cfg)
     check_method(cfg.method)
     t = cfg.trainer
+    attention = cfg.model.attn_implementation
+    if attention not in ATTENTIONS:
+        raise PastaError(f"unknown model.attn_implementation '{attention}': choose one of {', '.join(ATTENTIONS)}")
+    if attention in VARLEN_ATTENTION and not cuda_available:
+        raise PastaError(f"model.attn_implementation={attention} runs on a CUDA GPU: use sdpa (or eager) on CPU")
     if t.precision not in PRECISIONS:
         raise PastaError(f"unknown trainer.precision '{t.precision}': choose one of {', '.join(PRECISIONS)}")
     if t.device not in DEVICES:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from importlib import resources
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.errors import PastaError, check_number
 
@@ -57,9 +58,21 @@ def leaves(node, prefix: str = "") -> Iterator[tuple[str, object]]:
         yield prefix.rstrip("."), node
 
 
+def resolved(cfg: DictConfig) -> dict:
+    """The config with every interpolation resolved; one that fails (trainer.epochs=${oc.env:HOME}: not a whole
+    number) is one PastaError line naming the key, here, before any run folder is written."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        if isinstance(e.__cause__, PastaError):
+            raise e.__cause__ from None
+        detail = str(e).splitlines()[0].replace("$VALUE", "").strip()
+        raise PastaError(f"{getattr(e, 'full_key', None) or 'the config'}: {detail}") from None
+
+
 def check_numbers(cfg: DictConfig) -> None:
     """No NaN or infinity anywhere in the settings, and each number in its range (RANGES)."""
-    values = OmegaConf.to_container(cfg, resolve=True)
+    values = resolved(cfg)
     for key, value in leaves(values):
         if isinstance(value, float) and not math.isfinite(value):
             want = RANGES[key][1] if key in RANGES else "give a finite number"

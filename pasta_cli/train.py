@@ -302,8 +302,9 @@ def _exit(line: str, code: int) -> None:
 
 
 def _say(line: str) -> None:
+    """One line, whatever a message quotes from the user's files (a label with a newline in it stays on it)."""
     if dist.is_main():
-        print(line, file=sys.stderr, flush=True)
+        print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

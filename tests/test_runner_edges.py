@@ -268,3 +268,21 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130_and_the_run_resumes(tin
     code, _, err = pasta_train(*args, "resume=true")
     assert code == 0, err
     assert strict_json((run_dir / "results.json").read_text())["steps"] == 4
+
+
+# R17, R18: found by the data fuzzer (tests/test_fuzz_runner.py)
+def test_a_lone_surrogate_escape_in_jsonl_is_refused_by_line(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": "x"}\n{"text": "a \\ud83d b", "label": "y"}\n')
+    (tmp_path / "dev.jsonl").write_text('{"text": "a", "label": "x"}\n')
+    cfg = compose(["task=custom", f"task.data_dir={tmp_path}", "task.text=[text]", "task.format=jsonl"])
+    with pytest.raises(PastaError, match=r"train\.jsonl' line 2: the escape \\ud83d is half of a UTF-16 surrogate"):
+        load_task(task_spec(cfg))
+
+
+def test_a_label_holding_a_newline_keeps_the_error_on_one_line(tmp_path):
+    (tmp_path / "train.csv").write_text('text,label\na,"x\ny"\nb,z\n')
+    (tmp_path / "dev.csv").write_text("text,label\na,w\n")
+    cfg = compose(["task=custom", f"task.data_dir={tmp_path}", "task.text=[text]"])
+    with pytest.raises(PastaError) as err:
+        load_task(task_spec(cfg))
+    assert "unknown label 'w'" in str(err.value) and "'x\\ny', z" in str(err.value) and "\n" not in str(err.value)

@@ -86,7 +86,7 @@ def _class(value: Any, lookup: dict[str, int] | None, labels: Sequence[str] | No
         return lookup[name]
     if name.isascii() and name.isdigit() and int(name) < len(labels):
         return int(name)
-    raise PastaError(f"{where}: unknown label {value!r} in column {col!r}, expected one of {', '.join(labels)} "
+    raise PastaError(f"{where}: unknown label {value!r} in column {col!r}, expected one of {_names(labels)} "
                      f"(or an id 0..{len(lookup) - 1})")
 
 
@@ -125,6 +125,11 @@ def _missing(where: str, col: str | None, record: dict, split: Split) -> PastaEr
         return PastaError(f"{where}: task.label is not set: name the label column (the columns are {found})")
     return PastaError(f"{where}: no column {col!r} among {found}; expected text in "
                       f"{', '.join(map(repr, split.text))} and the label in {split.label!r} (task.text, task.label)")
+
+
+def _names(labels: Sequence[str]) -> str:
+    """Class names for a message, quoted where they hold what would break its one line (a newline, a comma)."""
+    return ", ".join(n if n.isprintable() and "," not in n and n.strip() == n and n else repr(n) for n in labels)
 
 
 def _short(value: Any) -> str:
