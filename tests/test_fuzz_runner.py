@@ -21,7 +21,7 @@ from pasta_cli.data import Format, Kind, TaskSpec, encode, load_task
 from pasta_cli.errors import PastaError
 
 pytestmark = pytest.mark.fuzz
-FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
+FUZZ = settings(max_examples=50, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 GOOD_LABELS = ["0", "1", "0.5", "-3.5", "2e3"]  # class names and scores alike
@@ -130,7 +130,7 @@ def test_hostile_data_files_are_read_or_refused_in_one_line(fmt, tmp_path, token
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, database=None, derandomize=True,
+@settings(max_examples=10, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(fmt=st.sampled_from(["tsv", "csv", "jsonl"]), train=st.data(), kind=st.sampled_from(["classification",
                                                                                             "regression"]))

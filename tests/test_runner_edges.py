@@ -286,3 +286,35 @@ def test_a_label_holding_a_newline_keeps_the_error_on_one_line(tmp_path):
     with pytest.raises(PastaError) as err:
         load_task(task_spec(cfg))
     assert "unknown label 'w'" in str(err.value) and "'x\\ny', z" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_lora_adapters_peft_files_get_the_umasks_mode(tmp_path):
+    from tiny_models import tiny
+
+    from pasta_cli.adapter import save_adapter
+    from pasta_cli.methods import apply_method
+    model, tokenizer = tiny("bert")
+    settings = {"name": "lora", "r": 2, "alpha": 4, "dropout": 0.0, "target_modules": None}
+    model = apply_method(model, tokenizer, settings, pair=True)
+    with umask(0o022):
+        save_adapter(model, tmp_path / "adapter", backbone="tiny", head="classification", pair=True, method="lora",
+                     settings=settings)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "adapter").iterdir()}
+    assert "adapter_model.safetensors" in modes and set(modes.values()) == {oct(0o644)}, modes
+
+
+# R19-R21: found by the overrides fuzzer (or in its log); each refused before a folder is written
+@pytest.mark.parametrize("overrides,message", [
+    (["model.attn_implementation=0"], "unknown model.attn_implementation '0': choose one of sdpa, eager"),
+    (["model.attn_implementation=flash_attention_2"], "runs on a CUDA GPU: use sdpa (or eager) on CPU"),
+    (["trainer.epochs=${oc.env:HOME}"], "trainer.epochs: While dereferencing interpolation '${oc.env:HOME}'"),
+])
+def test_settings_the_overrides_fuzzer_found_are_refused_by_check_config(overrides, message):
+    with pytest.raises(PastaError) as err:
+        check_config(compose(overrides), cuda_available=False)
+    assert message in str(err.value)
+
+
+def test_a_negative_sample_seed_is_refused():
+    with pytest.raises(PastaError, match="task.sample_seed must be 0 or more"):
+        load_task(task_spec(compose(["task.sample_seed=-3", "task.max_train_samples=4"])))
