@@ -179,9 +179,9 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     """Refuse settings that cannot work, before any data or model is loaded."""
     recipe_name(cfg)  # first: the budget's values resolve through it
+    check_method(cfg.method)  # the method's own settings, in its own words
     config_checks.check_known_keys(cfg, TrainConfig, CONF_MODULE, get_method(cfg.method.get("name")).settings)
     config_checks.check_numbers(cfg)
-    check_method(cfg.method)
     t = cfg.trainer
     attention = cfg.model.attn_implementation
     if attention not in ATTENTIONS:

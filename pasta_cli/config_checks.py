@@ -64,8 +64,11 @@ def resolved(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
-        if isinstance(e.__cause__, PastaError):
-            raise e.__cause__ from None
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, PastaError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:  # our own resolver's refusal (paper.yaml's recipe has no such value)
+            raise cause from None
         detail = str(e).splitlines()[0].replace("$VALUE", "").strip()
         raise PastaError(f"{getattr(e, 'full_key', None) or 'the config'}: {detail}") from None
 
