@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.baselines.lora import load_lora
 from pasta_cli.errors import PastaError
-from pasta_cli.files import write_atomic, write_error, write_json
+from pasta_cli.files import file_mode, write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers, hf_model
 
@@ -79,6 +79,7 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
             try:
                 model.save_pretrained(tmp)
                 for written in Path(tmp).iterdir():
+                    os.chmod(written, file_mode())  # PEFT's safetensors files come 0600: the umask's mode, as ours
                     os.replace(written, directory / written.name)
             except OSError as e:
                 raise write_error(directory, e) from e

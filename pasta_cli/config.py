@@ -21,11 +21,11 @@ from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pasta_cli import paper
+from pasta_cli import config_checks, paper
 from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
-from pasta_cli.methods import check_method
+from pasta_cli.methods import check_method, get_method
 from pasta_cli.modeling import AMP_DTYPES
 
 SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
@@ -37,6 +37,7 @@ SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedu
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
 PRECISIONS = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
+ATTENTIONS = ("sdpa", "eager", *VARLEN_ATTENTION)  # model.attn_implementation: what transformers' encoders offer
 SCHEDULES = ("linear", "constant")
 STAMP_ENV = "PASTA_RUN_STAMP"
 
@@ -180,8 +181,15 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     """Refuse settings that cannot work, before any data or model is loaded."""
     recipe_name(cfg)  # first: the budget's values resolve through it
-    check_method(cfg.method)
+    check_method(cfg.method)  # the method's own settings, in its own words
+    config_checks.check_known_keys(cfg, TrainConfig, CONF_MODULE, get_method(cfg.method.get("name")).settings)
+    config_checks.check_numbers(cfg)
     t = cfg.trainer
+    attention = cfg.model.attn_implementation
+    if attention not in ATTENTIONS:
+        raise PastaError(f"unknown model.attn_implementation '{attention}': choose one of {', '.join(ATTENTIONS)}")
+    if attention in VARLEN_ATTENTION and not cuda_available:
+        raise PastaError(f"model.attn_implementation={attention} runs on a CUDA GPU: use sdpa (or eager) on CPU")
     if t.precision not in PRECISIONS:
         raise PastaError(f"unknown trainer.precision '{t.precision}': choose one of {', '.join(PRECISIONS)}")
     if t.device not in DEVICES:
@@ -206,8 +214,6 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
         check_packing_settings(cfg, cuda_available)
     if cfg.optim.schedule not in SCHEDULES:
         raise PastaError(f"unknown optim.schedule '{cfg.optim.schedule}': choose one of {', '.join(SCHEDULES)}")
-    if cfg.optim.lr <= 0:
-        raise PastaError(f"optim.lr must be a positive number, got {cfg.optim.lr}")
 
 
 def check_packing_settings(cfg: DictConfig, cuda_available: bool) -> None:

@@ -2,6 +2,7 @@
 argument parser every command shares."""
 
 import argparse
+import math
 
 
 class PastaError(Exception):
@@ -19,9 +20,10 @@ class WriteError(PastaError):
 
 def check_number(key: str, value, ok, want: str, whole: bool = False) -> None:
     """Refuse a setting that is not a number (a whole one if `whole`) or fails `ok(value)`; `want` says what would
-    be right. A string (method.size=abc) is refused here rather than failing a comparison later."""
+    be right. A string (method.size=abc) is refused here rather than failing a comparison later, and so is a NaN or
+    an infinity, which no range holds."""
     kinds = int if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not ok(value):
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value) or not ok(value):
         raise PastaError(f"{key} {value!r}: {want}")
 
 

@@ -23,7 +23,7 @@ from pasta_cli.errors import WriteError
 NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     """The mode a plain open() would give a new file under the process's umask (mkstemp gives 0600)."""
     umask = os.umask(0)
     os.umask(umask)
@@ -40,13 +40,14 @@ def write_atomic(path, content: str | bytes | Callable[[str], None]) -> Path:
     except OSError as e:
         raise write_error(path, e) from e
     try:
-        os.chmod(tmp, _file_mode())
         if callable(content):
             os.close(fd)
             content(tmp)
         else:
             with os.fdopen(fd, "wb") as f:
                 f.write(content.encode("utf-8") if isinstance(content, str) else content)
+        # after the write: a writer may replace the file at `tmp` with a new one (safetensors does), mode 0600
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
@@ -71,11 +72,13 @@ def write_error(path: Path, err: BaseException) -> WriteError:
 
 
 def write_json(path, obj) -> Path:
-    return write_atomic(path, json.dumps(obj, indent=2, default=float) + "\n")
+    """Strict JSON: a NaN or an infinity is a ValueError here, never a bare `NaN` in a file (callers write null)."""
+    return write_atomic(path, json.dumps(obj, indent=2, default=float, allow_nan=False) + "\n")
 
 
 def jsonl(records: Iterable) -> str:
-    return "".join(json.dumps(r, default=float) + "\n" for r in records)
+    """JSON lines, strict as write_json."""
+    return "".join(json.dumps(r, default=float, allow_nan=False) + "\n" for r in records)
 
 
 def write_tsv(path, header: tuple, rows: Iterable[tuple]) -> Path:

@@ -15,6 +15,7 @@ import re
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
+from importlib.metadata import version
 from pathlib import Path
 
 import hydra
@@ -34,7 +35,7 @@ from pasta_cli.errors import PastaError
 from pasta_cli.files import NOT_ALLOWED
 from pasta_cli.methods import get_method
 from pasta_cli.training import artifacts, checkpoint, dist, folder, resume
-from pasta_cli.training.loop import train
+from pasta_cli.training.loop import Diverged, Interrupted, progress, train
 
 log = logging.getLogger("pasta")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
@@ -88,17 +89,26 @@ def prepare(cfg: DictConfig, run_dir: Path, admission: folder.Admission) -> tupl
 
 @contextmanager
 def job_log(run_dir: Path):
-    """train.log in the run folder (rank 0), from admission to the end of the job."""
-    handler = logging.FileHandler(run_dir / "train.log") if dist.is_main() else None
-    if handler:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logging.getLogger().addHandler(handler)
+    """train.log in the run folder (rank 0), from admission to the end of the job: the job's log lines and its
+    progress (`loop.progress`: losses, evaluations, the summary), which the console shows as a bar instead."""
+    if not dist.is_main():
+        yield
+        return
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setLevel(logging.INFO)
+    level = log.level
+    log.setLevel(logging.INFO)  # also where no Hydra logging config set the root's level (run_job in a script)
+    progress.propagate = False
+    for logger in (logging.getLogger(), progress):
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        if handler:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        for logger in (logging.getLogger(), progress):
+            logger.removeHandler(handler)
+        log.setLevel(level)
+        handler.close()
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
@@ -119,6 +129,9 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
 
     try:
         admission, was_empty = dist.decide(enter)
+        if admission.action == "skip" and not multirun:
+            _say(f"pasta-train: {admission.message}")  # exit 0: the run is done; the line says why nothing trained
+            return None
         if admission.message and dist.is_main():
             log.info(admission.message)
         if admission.action == "skip":
@@ -131,16 +144,22 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
             raise
         with job_log(run_dir):
             results = train(cfg, run_dir, task)
+            if dist.is_main() and results and not results.get("stopped"):
+                for line in artifacts.summary_lines(results, run_dir):
+                    progress.info(line)
     finally:
         lock.__exit__()
-    if dist.is_main() and results:
+    if dist.is_main() and results and not results.get("stopped"):
         print("\n".join(artifacts.summary_lines(results, run_dir)), flush=True)
+    if results and results.get("stopped"):
+        raise Diverged(results["stopped"]["reason"])
     return results
 
 
 # the jobs of this invocation that were refused, as (message, exit code): a sweep goes on with the others. Only
 # the text is kept: the exception's traceback would keep the failed job's frames (an open reader) alive until exit
 REFUSED: list[tuple[str, int]] = []
+JOBS: list[Path] = []  # the jobs Hydra started (their run folders): an error before any is the overrides' fault
 
 
 @hydra.main(config_path=f"pkg://{CONF_MODULE}", config_name="train", version_base="1.3")
@@ -151,6 +170,7 @@ def _hydra_main(cfg: DictConfig):
     if dist.adopt_slurm_tasks():
         agree_on_run_stamp()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    JOBS.append(run_dir)
     try:
         results = run_job(cfg, run_dir)
     except PastaError as e:
@@ -201,15 +221,51 @@ def one_line(err: BaseException) -> str:
         text = f"{head.rstrip('; ')}; available options{group}: {', '.join(names.replace(';', ' ').split())}"
     if key and key.startswith("task.") and "not in 'TaskSpec'" in text:
         text += f"; a task's keys are {', '.join(f.name for f in fields(TaskSpec))}"
+    if key and "is not a ListConfig, list or tuple" in text:  # `text: text` in a task YAML, or task.text=text
+        where = text.split(": ", 1)[0] + ": " if text.startswith("In '") else ""
+        example = LIST_EXAMPLES.get(key, "[a, b]")
+        return (f"{where}{key} takes a list in brackets: {key.rsplit('.', 1)[-1]}: {example} in a YAML file, "
+                f"{key}={example.split(' (')[0].replace(' ', '')} on the command line")
     return f"{text} (key {key})" if key else text
 
 
+# what a list-valued key looks like, for the one line that says a plain value was given where a list belongs
+LIST_EXAMPLES = {"task.text": "[sentence] (single sentences; [sentence1, sentence2] for pairs)",
+                 "task.labels": "[negative, positive]", "task.metrics": "[accuracy]",
+                 "task.eval_splits": "[validation]", "optim.betas": "[0.9, 0.999]"}
+NULL_SECTIONS = ("task.hub", "task.builtin", "task.test_columns")  # null unless a task sets them
+
+
+def composition_error(err: BaseException) -> str:
+    """An error OmegaConf raised (not as its own kind) while Hydra applied an override, as one line: a key set
+    inside a section the task leaves null (task.hub.path=x on a task without hub) is the known cause."""
+    key = None
+    tb = err.__traceback__
+    while tb is not None:  # the override Hydra was applying, from its frame (hydra's _apply_overrides_to_config)
+        override = tb.tb_frame.f_locals.get("override")
+        key = getattr(override, "key_or_group", key)
+        tb = tb.tb_next
+    section = next((s for s in NULL_SECTIONS if key and (key == s or key.startswith(s + "."))), None)
+    if section:
+        return (f"{key} cannot be set from the command line on a task without {section} (it is null there): "
+                f"write the task's {section.split('.')[1]} section in a task YAML and pass --config-dir")
+    return f"cannot apply {key or 'the overrides'} ({type(err).__name__}: {str(err).splitlines()[0]})"
+
+
 def main() -> None:
+    args = sys.argv[1:]
+    if "--version" in args:  # Hydra's own flag would print Hydra's version
+        print(f"pasta-train {version('pasta-cli')}")
+        return
+    if ("--help" in args or "-h" in args) and "--resolve" not in args:
+        sys.argv.append("--resolve")  # the config's values as a run gets them, not ${recipe:...}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
     user_wants_tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's config errors reach us, to print them as one line
     agree_on_run_stamp()
+    JOBS.clear()
+    REFUSED.clear()  # main() may run more than once in a process (tests, notebooks)
     if {"--cfg", "-c"} & set(sys.argv) and "--resolve" not in sys.argv:
         sys.argv.append("--resolve")  # --cfg shows the values a run would use, not ${recipe:...} lookups
     try:
@@ -230,6 +286,12 @@ def main() -> None:
         # e.g. Hydra cannot create the run folder: one line naming the path
         advice = ": choose a hydra.run.dir you can write to" if e.errno in NOT_ALLOWED else ""
         _exit(f"pasta-train: error: {e.strerror or e} ({e.filename or type(e).__name__}){advice}", 2)
+    except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's 130; the run resumes exactly from its checkpoint
+        _exit(f"pasta-train: {e.args[0] if isinstance(e, Interrupted) else 'interrupted'}", 130)
+    except Exception as e:
+        if user_wants_tracebacks or JOBS:
+            raise  # a bug in a job: its traceback is what a report needs
+        _exit(f"pasta-train: error: {composition_error(e)}", 2)
     finally:
         dist.shutdown()
 
@@ -242,8 +304,9 @@ def _exit(line: str, code: int) -> None:
 
 
 def _say(line: str) -> None:
+    """One line, whatever a message quotes from the user's files (a label with a newline in it stays on it)."""
     if dist.is_main():
-        print(line, file=sys.stderr, flush=True)
+        print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

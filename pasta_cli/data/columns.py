@@ -12,6 +12,7 @@ names are those found in train, sorted (numerically when all are integers).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from itertools import chain
@@ -22,6 +23,7 @@ from pasta_cli.data.spec import Kind
 from pasta_cli.errors import PastaError
 
 NO_LABEL = -1
+FLOAT32_MAX = 3.4028234663852886e38  # regression scores are stored as float32 (task._dataset): past this, inf
 _INTEGER = re.compile(r"-?\d+")
 
 
@@ -84,16 +86,22 @@ def _class(value: Any, lookup: dict[str, int] | None, labels: Sequence[str] | No
         return lookup[name]
     if name.isascii() and name.isdigit() and int(name) < len(labels):
         return int(name)
-    raise PastaError(f"{where}: unknown label {value!r} in column {col!r}, expected one of {', '.join(labels)} "
+    raise PastaError(f"{where}: unknown label {value!r} in column {col!r}, expected one of {_names(labels)} "
                      f"(or an id 0..{len(lookup) - 1})")
 
 
 def _score(value: Any, where: str, col: str) -> float:
     if not isinstance(value, bool):
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            score = float(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer past a float's range
             pass
+        else:
+            if math.isfinite(score) and abs(score) <= FLOAT32_MAX:
+                return score
+            raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a finite number (scores "
+                             "are kept as 32-bit floats); expected a real score: a NaN or an infinity would make "
+                             "every loss and prediction NaN")
     raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a number")
 
 
@@ -117,6 +125,11 @@ def _missing(where: str, col: str | None, record: dict, split: Split) -> PastaEr
         return PastaError(f"{where}: task.label is not set: name the label column (the columns are {found})")
     return PastaError(f"{where}: no column {col!r} among {found}; expected text in "
                       f"{', '.join(map(repr, split.text))} and the label in {split.label!r} (task.text, task.label)")
+
+
+def _names(labels: Sequence[str]) -> str:
+    """Class names for a message, quoted where they hold what would break its one line (a newline, a comma)."""
+    return ", ".join(n if n.isprintable() and "," not in n and n.strip() == n and n else repr(n) for n in labels)
 
 
 def _short(value: Any) -> str:

@@ -118,6 +118,11 @@ def _jsonl(path: Path) -> Iterator[Record]:
         if not isinstance(obj, dict):
             raise PastaError(f"{where}: found a JSON {type(obj).__name__}, expected an object "
                              f"{{\"column\": value, ...}}")
+        try:  # a \ud83d escape decodes to a lone surrogate: text no tokenizer (nor Arrow) can take
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise PastaError(f"{where}: the escape \\u{ord(e.object[e.start]):04x} is half of a UTF-16 surrogate "
+                             "pair, without its partner, so not a character; expected text") from None
         count += 1
         yield where, obj
     if not count:

@@ -56,7 +56,7 @@ def from_files(spec: TaskSpec) -> tuple[dict[str, Split], dict[str, Any]]:
     folder = Path(spec.data_dir).expanduser()
     if not folder.is_dir():
         raise PastaError(f"task.data_dir '{folder}' is not a folder: it must hold the task's files "
-                         f"({_files_words(spec.files) if spec.files else 'train/dev/test.<format>'})")
+                         f"({_files_words(named_files(spec)) or 'train/dev/test.<format>'})")
     fmt, files = _format_and_files(spec, folder)
     evals, tests = _pick(spec, files, "task.files")
     conll = fmt == Format.conll.value
@@ -142,13 +142,14 @@ def _pick(spec: TaskSpec, available: Mapping, source: str) -> tuple[list[str], l
 
 
 def _format_and_files(spec: TaskSpec, folder: Path) -> tuple[str, dict[str, str]]:
-    """task.format, else the files' extension (train's, or the one train.<ext> in the folder);
-    task.files, else train/dev/test.<ext>."""
+    """task.format, else the files' extension (train's, or the one train.<ext> in the folder); the
+    files of task.files, and train/dev/test.<ext> for the splits it does not name (task.files.validation=...
+    alone keeps train.<ext>)."""
     by_ext = {ext: fmt for fmt, ext in readers.EXTENSIONS.items()}
     if spec.format is not None:
         fmt = spec.format.value
-    elif spec.files:
-        ext = Path(spec.files.get("train", "")).suffix.lstrip(".")
+    elif named_files(spec).get("train"):
+        ext = Path(spec.files["train"]).suffix.lstrip(".")
         if ext not in by_ext:
             raise PastaError(f"cannot tell the format of task.files.train={spec.files.get('train')!r} from its "
                              f"extension: set task.format ({', '.join(f.value for f in Format)})")
@@ -163,8 +164,13 @@ def _format_and_files(spec: TaskSpec, folder: Path) -> tuple[str, dict[str, str]
         fmt = found[0]
     ext = readers.EXTENSIONS[fmt]
     default = {"train": f"train.{ext}", "validation": f"dev.{ext}", "test": f"test.{ext}"}
-    files = dict(spec.files) if spec.files else default
+    files = {**default, **named_files(spec)}
     return fmt, files
+
+
+def named_files(spec: TaskSpec) -> dict[str, str]:
+    """The splits whose file task.files names (the others get the default names)."""
+    return {split: name for split, name in (spec.files or {}).items() if name}
 
 
 def _text(spec: TaskSpec) -> list[str]:

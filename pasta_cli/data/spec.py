@@ -25,6 +25,8 @@ from enum import Enum
 
 from omegaconf import MISSING
 
+DEFAULT_SPLITS = ("train", "validation", "test")  # task.files' keys before any task sets them
+
 
 class Kind(str, Enum):
     """What the head predicts: a class per input, a score per input, or a tag per word."""
@@ -95,7 +97,9 @@ class TaskSpec:
     # where the rows come from
     format: Format | None = None          # local files; null: taken from the files' extension
     data_dir: str | None = None
-    files: dict[str, str] | None = None   # split -> file name; null: train/dev/test.<format's extension>
+    # split -> file name; null (or a split not named): train/dev/test.<format's extension>, validation being dev.<ext>.
+    # The three keys are there, so task.files.validation=dev.csv works on the command line
+    files: dict[str, str | None] | None = field(default_factory=lambda: dict.fromkeys(DEFAULT_SPLITS))
     hub: HubSpec | None = None
     builtin: BuiltinSpec | None = None
 

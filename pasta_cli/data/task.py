@@ -160,6 +160,8 @@ def _check(spec: TaskSpec) -> None:
         raise PastaError(f"task.labels {spec.labels} names a class twice")
     if not spec.eval_splits:
         raise PastaError("task.eval_splits is empty: name at least one split to evaluate on (e.g. [validation])")
+    if spec.sample_seed < 0:
+        raise PastaError(f"task.sample_seed must be 0 or more (it seeds the subsets' draw), got {spec.sample_seed}")
     for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
         n = getattr(spec, key)
         if n is not None and n < 1:

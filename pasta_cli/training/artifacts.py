@@ -92,12 +92,12 @@ def results(run, state, final: dict | None = None) -> dict:
     cfg, t = run.cfg, run.cfg.trainer
     c = parameter_counts(run.model)
     scores = state.best_scores if final is None else final
-    return {
+    record = {
         "task": run.task.name, "model": cfg.model.tag, "backbone": cfg.model.name_or_path,
         "method": cfg.method.name, "variant": cfg.method.get("variant"),
         "recipe": recipe_name(cfg),  # whose recipe (paper.yaml `recipes`) set the budget: the method's, or pasta
         "main_metric": run.main_metric, "selection": t.selection,
-        "best_score": scores[run.task.eval_splits[0]][run.main_metric],
+        "best_score": scores[run.task.eval_splits[0]][run.main_metric] if scores else None,
         "best_scores": scores, "selection_scores": state.best_scores,
         "best_epoch": state.best_epoch, "best_step": state.best_step,
         "epochs_run": state.epoch, "steps": state.step,
@@ -109,6 +109,9 @@ def results(run, state, final: dict | None = None) -> dict:
         "precision": t.precision, "wall_time_s": round(state.wall, 2),
         "resumes": state.resumes,  # each resume's step and the settings it changed (docs/RELIABILITY.md)
     }
+    if state.stopped:  # a non-finite loss or output stopped the run: the scores are the last good model's, if any
+        record["stopped"] = state.stopped
+    return record
 
 
 def write_results(run_dir: Path, record: dict) -> None:

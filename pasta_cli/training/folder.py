@@ -45,8 +45,13 @@ class Admission:
 def admit(run_dir: Path, resume: bool, multirun: bool) -> Admission:
     """What a run may do in `run_dir`, from what the folder holds; a PastaError if it may not start."""
     if (run_dir / RESULTS).exists():
-        if multirun or resume:
+        if multirun:
             return Admission("skip", f"{run_dir} already holds a finished run: skipping it")
+        if resume:
+            return Admission("skip", f"{run_dir} already holds a finished run ({RESULTS}), so resume=true has nothing "
+                             "to continue and nothing was trained; a finished run is never trained further: to train "
+                             "longer (a larger trainer.max_steps or trainer.epochs), start a new run in a new "
+                             "hydra.run.dir")
         raise PastaError(f"{run_dir} already holds a finished run ({RESULTS}): choose a new hydra.run.dir, "
                          "or resume=true to keep it")
     started = [name for name in RUN_FILES if (run_dir / name).exists()]

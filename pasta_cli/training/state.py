@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,9 @@ class TrainState:
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # its trainable tensors
     history: list[dict] = field(default_factory=list, repr=False)                  # every metrics.jsonl record
     resumes: list[dict] = field(default_factory=list)  # each resume: its step and the settings it changed
+    saved_step: int | None = None   # the step of the last checkpoint
+    stopped: dict | None = None     # {step, reason}: a non-finite loss or output stopped the run there
 
     def improved_by(self, score: float) -> bool:
-        return self.best is None or score > self.best
+        """A better main score; a NaN (an undefined metric) never is one."""
+        return math.isfinite(score) and (self.best is None or score > self.best)
