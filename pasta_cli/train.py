@@ -257,7 +257,7 @@ def main() -> None:
     if "--version" in args:  # Hydra's own flag would print Hydra's version
         print(f"pasta-train {version('pasta-cli')}")
         return
-    if ("--help" in args or "-h" in args) and "--resolve" not in args:
+    if {"--help", "-h", "--cfg", "-c"} & set(args) and "--resolve" not in args:
         sys.argv.append("--resolve")  # the config's values as a run gets them, not ${recipe:...}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
@@ -266,8 +266,6 @@ def main() -> None:
     agree_on_run_stamp()
     JOBS.clear()
     REFUSED.clear()  # main() may run more than once in a process (tests, notebooks)
-    if {"--cfg", "-c"} & set(sys.argv) and "--resolve" not in sys.argv:
-        sys.argv.append("--resolve")  # --cfg shows the values a run would use, not ${recipe:...} lookups
     try:
         _hydra_main()
         if REFUSED:

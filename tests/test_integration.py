@@ -8,7 +8,7 @@ from pasta_cli.config import compose
 from pasta_cli.train import run_job
 
 pytestmark = pytest.mark.slow
-# the default run's budget (conf/task/builtin.yaml): 2000 pairs, batch 32, 3 epochs, lr 2e-2
+# the default run's budget (conf/task/builtin.yaml): 2000 pairs, batch 32, 3 epochs, lr 1e-2
 BUDGET = ["task=builtin", "task.builtin.test_size=8", "trainer.progress=false", "trainer.max_length=64"]
 
 
