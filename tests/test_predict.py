@@ -227,5 +227,5 @@ def test_a_lone_surrogate_in_an_input_file_is_one_line_naming_its_line(runs, tmp
     data.write_text('{"q": "is it red?", "s": "it is."}\n{"q": "a \\ud83d b", "s": "x"}\n')
     code, err = cli("--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--input", f"pairs={data}",
                     "--output", tmp_path / "o")
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 2: text holds a lone surrogate '\\ud83d'" in err, err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "line 2: " in err and "\\ud83d" in err and "surrogate" in err, err
     assert not (tmp_path / "o").exists()
