@@ -9,7 +9,6 @@ classifier_only variant under the baseline's name).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from pasta_cli import baselines, norms
-from pasta_cli.errors import PastaError, check_number
+from pasta_cli.errors import PastaError
 from pasta_cli.modeling import copy_checked, freeze_empty, head_parameters, load_trainable, trainable_tensors
 from pasta_cli.pasta import VARIANTS, add_pasta, count_slots
 
@@ -129,12 +128,6 @@ class DiffPruning(Method):
         baselines.diff_prune_after_step(model, step, total_steps, scheduler)
 
 
-def _check_pasta(s):
-    if s.get("init_std") is not None:
-        check_number("method.init_std", s["init_std"], lambda v: 0 <= v < math.inf,
-                     "use a standard deviation of 0 or more, or null for the backbone's initializer_range")
-
-
 def _pasta(model, tokenizer, s, pair):
     add_pasta(model, tokenizer, s.get("variant", "full"), pair=pair, dropout=s.get("dropout"),
               init_std=s.get("init_std"))
@@ -162,7 +155,7 @@ def _diff_prune(s):
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Pasta("pasta", _pasta, ("variant", "dropout"), check=_check_pasta),
+    Pasta("pasta", _pasta, ("variant", "dropout")),
     Method("full_ft", lambda model, tok, s, pair: baselines.apply_full_ft(model)),
     Method("bitfit", lambda model, tok, s, pair: baselines.apply_bitfit(model)),
     Method("lora", lambda model, tok, s, pair: baselines.apply_lora(model, **_lora(s)),
