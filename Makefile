@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: install  ## the main job on the embedded default: PASTA on the built-in task with MiniLM, offline
 	HF_HUB_OFFLINE=1 $(VENV)/bin/pasta-train
 
-test: install  ## lint first (a finding names file:line), then the tests, the installed-wheel test last
+test: install  ## lint first (a finding names file:line), the import layers (pyproject's importlinter), then the tests
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # the edit loop (under a minute on 2 cores): the library, the data layer, metrics, files, adapters and mixed
@@ -34,6 +35,7 @@ FAST_TESTS := tests/test_pasta.py tests/test_adapter.py tests/test_multitask.py 
 	tests/test_method_doc.py
 test-fast: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not fuzz" $(FAST_TESTS)
 
 bench: install  ## every method's training step, timed in alternation (benchmarks/bench.py, docs/PERFORMANCE.md)

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pasta_cli.analysis import heads_figures
+from pasta_cli.analysis.heads_figures import ARGMAX_RULE, MASS_RULE, Example
 from pasta_cli.analysis.subject import (
     Subject,
     forward,
@@ -34,8 +36,6 @@ from pasta_cli.files import write_csv, write_json
 from pasta_cli.norms import slot_names
 from pasta_cli.pasta import number_slots
 
-ARGMAX_RULE = "argmax_first_last"
-MASS_RULE = "special_mass"
 ARGMAX_MIN_FRACTION = 0.9  # the official script's
 
 
@@ -125,14 +125,6 @@ def vertical_by_mass(special_mass: np.ndarray, threshold: float) -> np.ndarray:
     return special_mass > threshold
 
 
-@dataclass
-class Example:
-    """The attention maps of one input, kept for the Figure 5 grid: (L, H, n, n) over its n real tokens."""
-
-    tokens: list[str]
-    maps: np.ndarray
-
-
 def example_maps(attentions, attention_mask: torch.Tensor, tokens: list[str]) -> Example:
     """The first row of a batch, cut to its real tokens."""
     real = attention_mask[0].bool()
@@ -193,7 +185,6 @@ def analyze(subject: Subject, batches, num_slots: int) -> tuple[dict[str, HeadSt
 
 def command(a, out: Path) -> dict:
     """pasta-analyze heads: load (eager attention), reduce, write heads.csv, heads.json and the figures."""
-    from pasta_cli.analysis import heads_figures  # matplotlib's figures, only once there is something to draw
 
     started = time.perf_counter()
     if a.adapter:

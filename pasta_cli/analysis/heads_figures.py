@@ -3,14 +3,25 @@ framed) and the compact layers x heads heatmap of special-token mass (frozen, ad
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pasta_cli.analysis.heads import ARGMAX_RULE, MASS_RULE, Example
 from pasta_cli.plots import pyplot, save_png
 
+# the two rules that call a head vertical (heads.py applies them; every `vertical` dict is keyed by these)
+ARGMAX_RULE = "argmax_first_last"
+MASS_RULE = "special_mass"
 ARGMAX_COLOUR, MASS_COLOUR = "crimson", "darkorange"
+
+
+@dataclass
+class Example:
+    """The attention maps of one input, kept for the Figure 5 grid: (L, H, n, n) over its n real tokens."""
+
+    tokens: list[str]
+    maps: np.ndarray
 
 
 def attention_grid(example: Example, vertical: dict[str, np.ndarray], path: Path, title: str) -> Path:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import DataCollatorForTokenClassification, DataCollatorWithFlattening, DataCollatorWithPadding
 
 from pasta_cli.data.spec import Kind
+from pasta_cli.data.task import TaskData
 from pasta_cli.errors import PastaError
-
-if TYPE_CHECKING:  # pasta_cli.eval imports IGNORE from here; task.py imports pasta_cli.eval
-    from pasta_cli.data.task import TaskData
 
 # Keys of an encoded row that go to the model; everything else (idx, ...) stays out of a batch.
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "special_tokens_mask", "labels")

@@ -20,10 +20,13 @@ into the run's config.yaml, so a run folder records the labels, metrics and file
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from omegaconf import MISSING
+
+from pasta_cli.errors import PastaError
 
 DEFAULT_SPLITS = ("train", "validation", "test")  # task.files' keys before any task sets them
 
@@ -111,7 +114,7 @@ class TaskSpec:
     labels: list[str] | None = None       # class (or tag) names, index = id; null: read from train, sorted
 
     # evaluation
-    metrics: list[str] | None = None      # null: the kind's default (pasta_cli.eval.metrics.DEFAULTS)
+    metrics: list[str] | None = None      # null: the kind's default (DEFAULTS below)
     main_metric: str | None = None        # model selection; null: the first of metrics
     eval_splits: list[str] = field(default_factory=lambda: ["validation"])
     test_splits: list[str] | None = None  # null: every test* split whose file is there
@@ -133,3 +136,41 @@ class TaskSpec:
     def pair(self) -> bool:
         """Sentence pairs (two text columns) rather than single sentences: 3 BERT slots instead of 2."""
         return len(self.text or ()) == 2
+
+
+# Which metrics can score a task (the names task.metrics takes; pasta_cli.eval.metrics computes them)
+CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews")
+REGRESSION_METRICS = ("pearson", "spearman")
+ENTITY_METRICS = ("entity_f1", "entity_precision", "entity_recall")
+ALL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + ENTITY_METRICS
+
+# task kind (Kind's values) -> the metrics that can score it, and its default
+KIND_METRICS = {
+    "classification": CLASSIFICATION_METRICS,
+    "regression": REGRESSION_METRICS,
+    "token_classification": ENTITY_METRICS,
+}
+DEFAULTS = {
+    "classification": ("accuracy",),
+    "regression": ("pearson", "spearman"),
+    "token_classification": ENTITY_METRICS,
+}
+
+
+def resolve_metrics(kind: str, names: Sequence[str] | None, main: str | None) -> tuple[list[str], str]:
+    """A task's (metrics, main metric): the kind's defaults where unset, the first metric as the
+    main one; an unknown name, one that cannot score this kind, or a main metric outside the list
+    is a one-line error, raised before any data is read."""
+    allowed = KIND_METRICS[kind]
+    names = list(DEFAULTS[kind] if names is None else names)
+    if not names:
+        raise PastaError(f"task.metrics is empty: choose from {', '.join(allowed)}")
+    for n in names:
+        if n not in ALL_METRICS:
+            raise PastaError(f"unknown metric {n!r} in task.metrics: choose from {', '.join(allowed)}")
+        if n not in allowed:
+            raise PastaError(f"metric {n!r} cannot score a {kind} task: choose from {', '.join(allowed)}")
+    main = names[0] if main is None else main
+    if main not in names:
+        raise PastaError(f"task.main_metric={main!r} is not in task.metrics {names}")
+    return names, main

@@ -18,9 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.data import columns, sources
-from pasta_cli.data.spec import Kind, SubmissionLabels, TaskSpec
+from pasta_cli.data.spec import Kind, SubmissionLabels, TaskSpec, resolve_metrics
 from pasta_cli.errors import PastaError
-from pasta_cli.eval.metrics import resolve as resolve_metrics
 
 
 @dataclass

@@ -6,11 +6,9 @@ do the work (the `evaluate` package is avoided: it fetches metric scripts from t
 
 Names used in task configs: accuracy, f1, matthews, pearson, spearman, and for NER
 entity_f1, entity_precision, entity_recall (seqeval, conlleval-style entity matching).
-Which names fit which task kind, and each kind's default, live here only (`KIND_METRICS`,
-`DEFAULTS`, `resolve`), so a task YAML may leave `metrics` unset.
-
-scikit-learn, scipy and seqeval are imported inside the functions that use them: importing this
-module (which the config schema pulls in) must not cost a second of start-up.
+Which names fit which task kind, and each kind's default, are part of the task spec
+(`pasta_cli.data.spec`: `KIND_METRICS`, `DEFAULTS`, `resolve_metrics`), so a task YAML may leave
+`metrics` unset and a wrong name is refused before any data is read; this module only computes.
 """
 
 from __future__ import annotations
@@ -24,43 +22,8 @@ from scipy import stats
 from seqeval import metrics as seqeval
 from sklearn import metrics as sklearn
 
+from pasta_cli.data.spec import ALL_METRICS, ENTITY_METRICS
 from pasta_cli.errors import PastaError
-
-CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews")
-REGRESSION_METRICS = ("pearson", "spearman")
-ENTITY_METRICS = ("entity_f1", "entity_precision", "entity_recall")
-ALL_METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS + ENTITY_METRICS
-
-# task kind (pasta_cli.data.spec.Kind's values) -> the metrics that can score it, and its default
-KIND_METRICS = {
-    "classification": CLASSIFICATION_METRICS,
-    "regression": REGRESSION_METRICS,
-    "token_classification": ENTITY_METRICS,
-}
-DEFAULTS = {
-    "classification": ("accuracy",),
-    "regression": ("pearson", "spearman"),
-    "token_classification": ENTITY_METRICS,
-}
-
-
-def resolve(kind: str, names: Sequence[str] | None, main: str | None) -> tuple[list[str], str]:
-    """A task's (metrics, main metric): the kind's defaults where unset, the first metric as the
-    main one; an unknown name, one that cannot score this kind, or a main metric outside the list
-    is a one-line error, raised before any data is read."""
-    allowed = KIND_METRICS[kind]
-    names = list(DEFAULTS[kind] if names is None else names)
-    if not names:
-        raise PastaError(f"task.metrics is empty: choose from {', '.join(allowed)}")
-    for n in names:
-        if n not in ALL_METRICS:
-            raise PastaError(f"unknown metric {n!r} in task.metrics: choose from {', '.join(allowed)}")
-        if n not in allowed:
-            raise PastaError(f"metric {n!r} cannot score a {kind} task: choose from {', '.join(allowed)}")
-    main = names[0] if main is None else main
-    if main not in names:
-        raise PastaError(f"task.main_metric={main!r} is not in task.metrics {names}")
-    return names, main
 
 
 def _flat(preds, labels) -> tuple[np.ndarray, np.ndarray]:

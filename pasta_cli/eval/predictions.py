@@ -7,17 +7,13 @@ names (conlleval's entity matching), and written as one tag per word.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from pasta_cli.data.encode import IGNORE
 from pasta_cli.data.spec import Kind, SubmissionLabels
+from pasta_cli.data.task import TaskData
 from pasta_cli.errors import PastaError
 from pasta_cli.eval import metrics
-
-if TYPE_CHECKING:
-    from pasta_cli.data.task import TaskData
 
 
 def predictions(task: TaskData, logits) -> np.ndarray:

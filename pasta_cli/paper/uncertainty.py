@@ -20,13 +20,13 @@ import numpy as np
 from omegaconf import OmegaConf
 from scipy import stats
 
+from pasta_cli.data.spec import CLASSIFICATION_METRICS, ENTITY_METRICS, REGRESSION_METRICS
 from pasta_cli.errors import PastaError
 from pasta_cli.files import read_tsv
 
 PREDICTIONS = "dev_predictions.tsv"
-CONFUSION_METRICS = ("accuracy", "f1", "matthews")
-ENTITY_METRICS = ("entity_f1", "entity_precision", "entity_recall")
-CORRELATIONS = ("pearson", "spearman")
+CONFUSION_METRICS = CLASSIFICATION_METRICS  # scored from the dev predictions' confusion of labels
+CORRELATIONS = REGRESSION_METRICS
 
 
 @dataclass(frozen=True)
