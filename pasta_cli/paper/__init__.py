@@ -1,8 +1,9 @@
 """The paper's tables: its numbers in one data file, paper.yaml, and `pasta-reproduce`, which reruns them.
 
-paper.yaml holds Table 6 (the budgets), the reported Tables 2-5, the row labels, each task's data
-folder and every method's own training recipe (`recipe()`, which conf/optim, conf/trainer and conf/method
-read through `${recipe:<key>}`, pasta_cli/config.py). Task configs read Table 6 through the
+paper.yaml (pasta_cli/paper.yaml, read by pasta_cli.paper_data) holds Table 6 (the budgets), the reported
+Tables 2-5, the row labels, each task's data folder and every method's own training recipe (`recipe()`,
+which conf/optim and conf/trainer read through `${recipe:<key>}`, pasta_cli/config.py, and each method's
+settings dataclass reads for its defaults). Task configs read Table 6 through the
 `${paper:table6.<task>.<key>}` resolver and the table configs
 conf/experiment/table<N>.yaml read their metric through `${paper:tables.<table>.columns.<task>.metric}`;
 the modules below read the same file, so nothing of it is written twice:
