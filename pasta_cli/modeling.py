@@ -46,11 +46,14 @@ class AddedModule(nn.Module):
 
 def added_parameters(model: nn.Module) -> set[str]:
     """The names of the parameters a method added: an `AddedModule`'s, and those of the layers a PEFT tuner
-    layer declares its own (`adapter_layer_names`: LoRA's lora_A, lora_B, ...; duck-typed, peft not imported)."""
+    layer declares its own (`adapter_layer_names`: LoRA's lora_A, lora_B, ...; duck-typed, peft not imported).
+    A tuner layer wraps a base layer (`get_base_layer`); PEFT's modules_to_save copy of the head, which also
+    names its layers so, does not: it stays the head."""
     added: set[str] = set()
     for prefix, module in model.named_modules():
         owned = [(prefix, module)] if isinstance(module, AddedModule) else []
-        for attr in getattr(module, "adapter_layer_names", ()):
+        tuner = callable(getattr(module, "get_base_layer", None))
+        for attr in getattr(module, "adapter_layer_names", ()) if tuner else ():
             layer = getattr(module, attr, None)
             if isinstance(layer, nn.Module):
                 owned.append((f"{prefix}.{attr}", layer))
