@@ -177,7 +177,12 @@ def method_configs() -> dict[str, MethodSettings]:
 
 
 def _name(settings: Any) -> str | None:
-    return settings.name if isinstance(settings, MethodSettings) else settings.get("name")
+    """The method settings name; a settings object made without one (`LoraSettings(r=4)`): its class's method."""
+    if not isinstance(settings, MethodSettings):
+        return settings.get("name")
+    if settings.name != MISSING:
+        return settings.name
+    return next((m.name for m in METHODS.values() if m.schema is type(settings)), None)
 
 
 def check_method(settings) -> Method:

@@ -72,6 +72,8 @@ def test_a_new_method_is_one_module(gain):
     assert "gain.gain" not in head_parameters(model)  # declared the method's own by its module's class
     counts = parameter_counts(model)
     assert counts["method"] == 3 and counts["head"] == sum(p.numel() for p in model.classifier.parameters())
+    model, tok = tiny("bert")  # in Python, the settings object alone names its method
+    assert parameter_counts(apply_method(model, tok, GainSettings(width=2), pair=True))["method"] == 2
 
 
 def test_a_new_methods_settings_are_typed_and_checked(gain):
