@@ -77,7 +77,7 @@ def cli(*args, cwd, env=None):
     (["method=lora", "method.r=abc"], "Error merging override method.r=abc"),
     (["method=lora", "method.rr=3"], "Key 'rr' not in 'LoraSettings'"),
     (["method=lora", "+method.rr=3"], "method.rr is not a setting pasta-train reads"),
-    (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2: give the fraction of backbone weights"),
+    (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2.0: give the fraction of backbone weights"),  # a float
     (["method=lora", "method.r=0"], "method.r 0: give the LoRA rank"),
     (["method=prefix", "method.length=0"], "method.length 0: give the prefix length"),
 ])
