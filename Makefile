@@ -52,7 +52,7 @@ bench-serve-hostile: install  ## 16 clients for 2 minutes, one hostile: every go
 #                      [SELECTION=heldout] [JOBS=2]   (docs/REPRODUCE.md)
 # pasta-reproduce runs the table's missing cells (one Hydra multirun per task column of experiment=table<N>,
 # fixed sweep dirs outputs/<table>/<scale>/<task>: a re-run skips what finished), then writes
-# outputs/<table>/<scale>/table.md and table.csv beside the paper's numbers (pasta_cli/paper/paper.yaml).
+# outputs/<table>/<scale>/table.md and table.csv beside the paper's numbers (pasta_cli/paper.yaml).
 reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5: reproduce-table%: install
 	$(VENV)/bin/pasta-reproduce table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
 		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)" \

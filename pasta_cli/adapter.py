@@ -56,7 +56,7 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
     """Save what `method` trained and the task head (never the frozen backbone) to `directory`.
 
     `head`: classification | regression | token_classification; `pair`: whether the task feeds
-    sentence pairs; `settings`: the method's config (conf/method/<name>.yaml), for the keys that rebuild it;
+    sentence pairs; `settings`: the method's config (the run's `method`), for the keys that rebuild it;
     `max_length`, `task_spec`: where inputs were truncated and how the task's files are read (the run's
     trainer.max_length and resolved task spec), for inference away from the run folder.
     """
@@ -183,7 +183,7 @@ def load_adapter(directory, backbone: str | None = None, attn_implementation: st
     _check_shape(config, model, directory)
     if method.peft:
         return load_lora(model, directory), tokenizer
-    model = method.apply(model, tokenizer, config, config["pair"])
+    model = method.apply(model, tokenizer, method.typed(config), config["pair"])
     rebuilt = method.describe(model, config)  # e.g. PASTA's slots on this tokenizer vs the adapter's
     differ = {k: (config[k], v) for k, v in rebuilt.items() if k in config and config[k] != v}
     if differ:

@@ -25,7 +25,7 @@ from pasta_cli import config_checks, paper
 from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
-from pasta_cli.methods import check_method, get_method
+from pasta_cli.methods import check_method, get_method, method_configs
 from pasta_cli.modeling import AMP_DTYPES
 
 SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
@@ -92,7 +92,7 @@ class TrainerConfig:
 class TrainConfig:
     task: TaskSpec = MISSING
     model: ModelConfig = MISSING
-    method: Any = MISSING             # each method has its own keys (conf/method/*.yaml)
+    method: Any = MISSING             # each method's own typed settings (its home's MethodSettings; ConfigStore)
     optim: OptimConfig = MISSING
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
@@ -103,6 +103,17 @@ class TrainConfig:
 
 
 ConfigStore.instance().store(name="pasta_train_schema", node=TrainConfig)
+
+
+def store_method_configs() -> None:
+    """Every registered method's settings as the `method` config group's options (`method=lora`), typed:
+    `method.r=abc` or a key the settings lack fails when the config is composed. Again in `compose()`, for a
+    method registered since (a plugin, a test)."""
+    for name, settings in method_configs().items():
+        ConfigStore.instance().store(group="method", name=name, node=settings)
+
+
+store_method_configs()
 
 
 def time_stamp() -> str:
@@ -167,6 +178,7 @@ for _name, _fn in (("run_stamp", run_stamp), ("paper", paper.value), ("recipe", 
 
 def compose(overrides: list[str] | None = None, config_dir: str | None = None) -> DictConfig:
     """The config `pasta-train <overrides>` would run with; `config_dir` is `--config-dir`."""
+    store_method_configs()
     with initialize_config_module(config_module=CONF_MODULE, version_base="1.3"):
         if config_dir:
             overrides = [f"hydra.searchpath=[file://{os.path.abspath(config_dir)}]", *(overrides or [])]
@@ -182,7 +194,7 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     """Refuse settings that cannot work, before any data or model is loaded."""
     recipe_name(cfg)  # first: the budget's values resolve through it
     check_method(cfg.method)  # the method's own settings, in its own words
-    config_checks.check_known_keys(cfg, TrainConfig, CONF_MODULE, get_method(cfg.method.get("name")).settings)
+    config_checks.check_known_keys(cfg, TrainConfig, get_method(cfg.method.get("name")).schema)
     config_checks.check_numbers(cfg)
     t = cfg.trainer
     attention = cfg.model.attn_implementation

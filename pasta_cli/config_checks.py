@@ -14,7 +14,6 @@ import difflib
 import math
 import typing
 from collections.abc import Iterator
-from importlib import resources
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -109,29 +108,17 @@ def config_keys(node, prefix: str = "", free: frozenset = frozenset()) -> Iterat
             yield from config_keys(child, f"{key}.", free)
 
 
-def method_keys(name: str, conf_module: str) -> set[str] | None:
-    """The keys the shipped configs of method `name` hold (conf/method/*.yaml whose `name` is it); None for a
-    method no shipped config describes (one registered by a library user: its keys cannot be known here)."""
-    keys: set[str] = set()
-    for path in resources.files(conf_module).joinpath("method").iterdir():
-        if path.name.endswith(".yaml"):
-            method = OmegaConf.create(path.read_text())
-            if method.get("name") == name:
-                keys.update(f"method.{k}" for k in method)
-    return keys or None
-
-
-def check_known_keys(cfg: DictConfig, schema, conf_module: str, method_settings=()) -> None:
-    """Refuse a key the runner never reads (added with `+`), naming the nearest key it knows."""
+def check_known_keys(cfg: DictConfig, schema, method_schema=None) -> None:
+    """Refuse a key the runner never reads (added with `+`), naming the nearest key it knows. `method_schema`:
+    the method's typed settings (pasta_cli.methods); None for an untyped method, whose keys cannot be known here."""
     hints = dict(schema_keys(schema))
     # keys whose values the schema leaves open: a dict (task.files) or Any (logger, scale); method's are its own
     free = frozenset(k for k, t in hints.items() if _open(t)) - {"method"}
     known = set(hints)
-    method = method_keys(cfg.method.get("name"), conf_module)
-    if method is not None:
-        known |= method | {f"method.{k}" for k in method_settings}
+    if method_schema is not None:
+        known |= {f"method.{k}" for k, _ in schema_keys(method_schema)}
     for key in config_keys(cfg, free=free):
-        open_method = key.startswith("method.") and method is None
+        open_method = key.startswith("method.") and method_schema is None
         if key in known or key.split(".")[0] in free or open_method or _inside(key, free):
             continue
         group = key.rsplit(".", 1)[0] + "." if "." in key else ""

@@ -1,34 +1,93 @@
-"""Every method the runner trains, by name: PASTA (and its ablations) and the baselines.
+"""What a method is, and the registry of every method the runner trains, by name.
 
-A `Method` says how to put itself on a freshly loaded model, which of its config keys rebuild it,
-which tensors its adapter holds, and which figure it draws. The runner, the adapter format and
-the benchmark go through this registry; none of them asks "is this PASTA?".
-`conf/method/<name>.yaml` holds each method's settings (`classifier_only.yaml` is PASTA's
-classifier_only variant under the baseline's name).
+A method lives in one module, its home (`pasta_cli.pasta`, `pasta_cli.baselines.<name>`, or a plugin's):
+its typed settings (a `MethodSettings` dataclass: the defaults and the checks, in one place), how it is
+applied, which parameters are its own (its modules inherit `modeling.AddedModule`), the tensors its adapter
+holds (`Method.state` / `load_state`), and `register_method(...)` at the bottom. This module imports no home:
+the built-in ones (HOMES) are imported on the first registry lookup, the way plugins are found, and import
+this module. pasta_cli/config.py stores every registered method's settings in Hydra's ConfigStore, group
+`method`, so `method=<config name>` picks them and a key of the wrong type or one the settings lack is
+refused when the config is composed. The runner, the adapter format and the benchmark go through this
+registry; none of them asks "is this PASTA?".
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
-from pasta_cli import baselines, norms
 from pasta_cli.errors import PastaError
 from pasta_cli.modeling import copy_checked, freeze_empty, head_parameters, load_trainable, trainable_tensors
-from pasta_cli.pasta import VARIANTS, add_pasta, count_slots
+
+# the built-in methods' homes, in the order `choose one of ...` lists them; each registers itself on import
+HOMES = ("pasta_cli.pasta", "pasta_cli.baselines.full", "pasta_cli.baselines.lora", "pasta_cli.baselines.prefix",
+         "pasta_cli.baselines.adapter", "pasta_cli.baselines.diff_prune")
+
+
+@dataclass
+class MethodSettings:
+    """What every method's settings hold (`cfg.method`): the registered name of the method they build.
+    A home subclasses it with its own fields (typed, with their defaults) and `check`."""
+
+    name: str = MISSING
+
+    def check(self) -> None:
+        """Refuse, before a model loads, values the type alone does not rule out (one PastaError line)."""
+
+
+S = TypeVar("S", bound=MethodSettings)
+
+
+def with_changes(kind: type[S], settings: S | None, changes: dict) -> S:
+    """`settings` (or `kind`'s defaults) with `changes`, checked: what an `apply_*` function builds with."""
+    chosen = dataclasses.replace(settings if settings is not None else kind(), **changes)
+    chosen.check()
+    return chosen
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     apply: Callable[..., nn.Module]   # (model, tokenizer, settings, pair) -> the module to train
-    settings: tuple[str, ...] = ()    # keys of conf/method/<name>.yaml that rebuild the method from its adapter
+    settings: tuple[str, ...] = ()    # the settings adapter_config.json records, which rebuild the method from it
     peft: bool = False                # its adapter/ is PEFT's own format (PeftModel.from_pretrained loads it)
-    check: Callable[[dict], None] | None = None  # (settings) -> None: refuse bad values before a model loads
+    # the typed settings (`apply` gets an instance); None: an untyped method (a plugin's conf/method/<name>.yaml)
+    # whose `apply` gets the settings as a dict
+    schema: type[MethodSettings] | None = None
+    # config names besides `name` whose defaults differ: {"classifier_only": {"variant": ..., ...}}
+    configs: Mapping[str, dict] = field(default_factory=dict, compare=False)
+
+    def typed(self, settings) -> MethodSettings | dict:
+        """`settings` (a composed config's `method`, a dict, an adapter's config: keys the schema lacks are
+        ignored) as the method's dataclass, the defaults where they say nothing, checked."""
+        if isinstance(settings, MethodSettings):
+            values = dataclasses.asdict(settings)
+        elif isinstance(settings, DictConfig):
+            values = OmegaConf.to_container(settings, resolve=True)
+        else:
+            values = dict(settings or {})
+        if self.schema is None:
+            return values
+        names = {f.name for f in dataclasses.fields(self.schema)}
+        typed = self.schema(**{k: v for k, v in values.items() if k in names and k != "name"})
+        typed.name = self.name
+        typed.check()
+        return typed
+
+    def config_nodes(self) -> dict[str, MethodSettings]:
+        """{config name: its settings}, what `method=<config name>` composes (none for an untyped method)."""
+        if self.schema is None:
+            return {}
+        return {config: self.schema(**{"name": self.name, **changes})
+                for config, changes in {self.name: {}, **self.configs}.items()}
 
     def check_tokenizer(self, tokenizer, pair: bool) -> None:
         """Refuse, before a model loads, a backbone whose tokenizer the method cannot work with."""
@@ -65,115 +124,44 @@ def load_head(model: nn.Module, tensors: dict[str, torch.Tensor], where: str) ->
     copy_checked(head, tensors, f"adapter in '{where}'")
 
 
-class Pasta(Method):
-    """PASTA: one vector per (layer, special-token slot); the adapter is `pasta_vectors` + the head."""
+class Registry(Mapping[str, Method]):
+    """Every registered method by name: the built-in homes (imported on the first lookup), then the others
+    in the order they registered."""
 
-    def check_tokenizer(self, tokenizer, pair):
-        count_slots(tokenizer, pair)  # no special tokens (GPT-2): nothing to adapt, the real reason first
+    def __init__(self):
+        self._methods: dict[str, Method] = {}
+        self._loading = False
 
-    def describe(self, model, settings):
-        p = model.pasta
-        return {"variant": p.variant, "num_layers": p.num_layers, "num_slots": p.num_slots,
-                "num_vectors": p.num_vectors, "slot_to_vector": p.slot_to_vector.tolist(), "dropout": p.dropout.p}
+    def _all(self) -> dict[str, Method]:
+        if not self._loading:
+            self._loading = True  # a home registering while the others import finds them loading, not again
+            for home in HOMES:
+                importlib.import_module(home)
+        rank = {home: i for i, home in enumerate(HOMES)}
+        order = sorted(self._methods.values(), key=lambda m: rank.get(getattr(m.apply, "__module__", ""), len(HOMES)))
+        return {m.name: m for m in order}
 
-    def state(self, model):
-        head = {n: p.detach() for n, p in head_parameters(model).items()}
-        return {"pasta_vectors": model.pasta.vectors.detach(), **head}
+    def add(self, method: Method) -> None:
+        if method.name in self._all() and self._methods[method.name] is not method:
+            raise PastaError(f"a method named '{method.name}' is already registered")
+        self._methods[method.name] = method
 
-    def load_state(self, model, tensors, where):
-        tensors = dict(tensors)
-        vectors = tensors.pop("pasta_vectors", None)
-        if vectors is None or vectors.shape != model.pasta.vectors.shape:
-            found = None if vectors is None else tuple(vectors.shape)
-            raise PastaError(f"adapter in '{where}': pasta_vectors has shape {found}, the model expects "
-                             f"{tuple(model.pasta.vectors.shape)} (variant {model.pasta.variant})")
-        load_head(model, tensors, where)
-        with torch.no_grad():
-            model.pasta.vectors.copy_(vectors)
+    def __getitem__(self, name: str) -> Method:
+        return self._all()[name]
 
-    def figure(self, model, tokenizer, pair, path, title):
-        if model.pasta.num_vectors == 0:
-            return None  # classifier_only has no vectors to draw
-        return norms.norms_heatmap(model.pasta, norms.slot_names(tokenizer, pair), path, title)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
 
-
-class DiffPruning(Method):
-    """Diff pruning: the adapter holds the non-zero diffs (`diff_indices` into the backbone's parameters in named
-    order, `diff_values`) and the head; loading fixes the mask there (baselines/diff_prune.py)."""
-
-    def describe(self, model, settings):
-        d = model.diff_prune
-        return {**super().describe(model, settings), "num_diffs": d.keep, "backbone_size": d.size}
-
-    def state(self, model):
-        index, values = model.diff_prune.sparse_diff()
-        head = {n: p.detach() for n, p in head_parameters(model).items()}
-        return {"diff_indices": index, "diff_values": values, **head}
-
-    def load_state(self, model, tensors, where):
-        tensors = dict(tensors)
-        index, values = tensors.pop("diff_indices", None), tensors.pop("diff_values", None)
-        d = model.diff_prune
-        if index is None or values is None or index.shape != (d.keep,) or values.shape != (d.keep,) \
-                or index.is_floating_point() or (d.keep and not 0 <= int(index.min()) <= int(index.max()) < d.size):
-            raise PastaError(f"adapter in '{where}' needs diff_indices and diff_values of {d.keep} entries, indices "
-                             f"into a backbone of {d.size:,} weights: it was saved from another model or is damaged")
-        load_head(model, tensors, where)
-        d.set_sparse(index.long(), values.to(d.w[0].dtype))
-
-    def param_groups(self, model, params):
-        return baselines.diff_prune_param_groups(model, params)
-
-    def after_step(self, model, step, total_steps, scheduler):
-        baselines.diff_prune_after_step(model, step, total_steps, scheduler)
+    def __len__(self) -> int:
+        return len(self._all())
 
 
-def _pasta(model, tokenizer, s, pair):
-    add_pasta(model, tokenizer, s.get("variant", "full"), pair=pair, dropout=s.get("dropout"),
-              init_std=s.get("init_std"))
-    return model
-
-
-# each baseline's keyword arguments from its settings (conf/method/<name>.yaml), in one place for its apply and check
-def _lora(s):
-    return {"r": s.get("r", 8), "alpha": s.get("alpha", 16), "dropout": s.get("dropout", 0.1),
-            "target_modules": s.get("target_modules")}
-
-
-def _prefix(s):
-    return {"length": s.get("length", 20), "dropout": s.get("dropout", 0.1)}
-
-
-def _adapter(s):
-    return {"size": s.get("size", 64), "init_std": s.get("init_std", baselines.ADAPTER_INIT_STD)}
-
-
-def _diff_prune(s):
-    return {"sparsity": s.get("sparsity", 0.005), "penalty": s.get("penalty", 1.25e-7),
-            "alpha_init": s.get("alpha_init", 5.0), "l0_fraction": s.get("l0_fraction", 0.5),
-            "alpha_lr": s.get("alpha_lr", 0.1), "finetune_lr": s.get("finetune_lr")}
-
-
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Pasta("pasta", _pasta, ("variant", "dropout")),
-    Method("full_ft", lambda model, tok, s, pair: baselines.apply_full_ft(model)),
-    Method("bitfit", lambda model, tok, s, pair: baselines.apply_bitfit(model)),
-    Method("lora", lambda model, tok, s, pair: baselines.apply_lora(model, **_lora(s)),
-           ("r", "alpha", "dropout", "target_modules"), peft=True, check=lambda s: baselines.check_lora(**_lora(s))),
-    Method("prefix", lambda model, tok, s, pair: baselines.apply_prefix(model, **_prefix(s)), ("length", "dropout"),
-           check=lambda s: baselines.check_prefix(**_prefix(s))),
-    Method("adapter", lambda model, tok, s, pair: baselines.apply_adapter(model, **_adapter(s)), ("size", "init_std"),
-           check=lambda s: baselines.check_adapter(**_adapter(s))),
-    DiffPruning("diff_prune", lambda model, tok, s, pair: baselines.apply_diff_prune(model, **_diff_prune(s)),
-                ("sparsity",), check=lambda s: baselines.check_diff_prune(**_diff_prune(s))),
-)}
+METHODS = Registry()
 
 
 def register_method(method: Method) -> Method:
     """Add a method to the registry (a research variant, or the benchmark's floor), by its name."""
-    if method.name in METHODS and METHODS[method.name] is not method:
-        raise PastaError(f"a method named '{method.name}' is already registered")
-    METHODS[method.name] = method
+    METHODS.add(method)
     return method
 
 
@@ -183,18 +171,31 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
+def method_configs() -> dict[str, MethodSettings]:
+    """Every registered method's config names and their settings (the `method` config group's options)."""
+    return {config: node for method in METHODS.values() for config, node in method.config_nodes().items()}
+
+
+def _name(settings: Any) -> str | None:
+    """The method settings name; a settings object made without one (`LoraSettings(r=4)`): its class's method."""
+    if not isinstance(settings, MethodSettings):
+        return settings.get("name")
+    if settings.name != MISSING:
+        return settings.name
+    return next((m.name for m in METHODS.values() if m.schema is type(settings)), None)
+
+
 def check_method(settings) -> Method:
     """The method the settings name, once their values are known to work (before a model loads)."""
-    method = get_method(settings.get("name"))
-    if method.name == "pasta" and settings.get("variant") not in VARIANTS:
-        raise PastaError(f"unknown method.variant '{settings.get('variant')}': choose one of {', '.join(VARIANTS)}")
-    if method.check:
-        method.check(settings)
+    method = get_method(_name(settings))
+    method.typed(settings)
     return method
 
 
 def apply_method(model, tokenizer, settings, pair: bool) -> nn.Module:
-    """Freeze/extend `model` as the method's settings (conf/method/*.yaml) say; returns the module to train."""
-    model = check_method(settings).apply(model, tokenizer, dict(settings), pair)
+    """Freeze/extend `model` as the method's settings (a composed `cfg.method`, a dict, a `MethodSettings`)
+    say; returns the module to train."""
+    method = get_method(_name(settings))
+    model = method.apply(model, tokenizer, method.typed(settings), pair)
     freeze_empty(model)  # whatever a method made, an empty tensor never trains
     return model

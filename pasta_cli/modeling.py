@@ -4,7 +4,8 @@ its layers, its head, how to freeze it, how to count its parameters, and how it 
 
 The backbone is `model.base_model` (`bert`, `roberta`, ...). The head is every weight outside it
 that no method added: BERT's pretrained pooler lives inside `bert` and stays frozen, as in the
-paper; RoBERTa's and ELECTRA's classification heads are new and train.
+paper; RoBERTa's and ELECTRA's classification heads are new and train. What a method added, it
+declares: its modules inherit `AddedModule` (PEFT's tuner layers name theirs in `adapter_layer_names`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,6 @@ from torch import nn
 
 from pasta_cli.errors import PastaError
 
-# Name fragments of the parameters a method adds to a model (PASTA's vectors, P-tuning v2's
-# prefixes, LoRA's matrices, Houlsby's adapters, Diff-Prune's diffs and gates): neither backbone nor head.
-ADDED = ("pasta.", "prefix_encoder.", "lora_", "houlsby_adapters.", "diff_prune.")
 # precision name -> autocast dtype (None: plain fp32), for training and inference alike
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,17 +39,47 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     )
 
 
-def is_added(name: str) -> bool:
-    return any(marker in name for marker in ADDED)
+class AddedModule(nn.Module):
+    """A module a method adds to a model (PASTA's vectors, P-tuning v2's prefixes, Houlsby's adapters,
+    Diff-Prune's diffs and gates): its parameters are the method's own, neither backbone nor head."""
+
+
+def added_parameters(model: nn.Module) -> set[str]:
+    """The names of the parameters a method added: an `AddedModule`'s, and those of the layers a PEFT tuner
+    layer declares its own (`adapter_layer_names`: LoRA's lora_A, lora_B, ...; duck-typed, peft not imported).
+    A tuner layer wraps a base layer (`get_base_layer`); PEFT's modules_to_save copy of the head, which also
+    names its layers so, does not: it stays the head."""
+    added: set[str] = set()
+    for prefix, module in model.named_modules():
+        owned = [(prefix, module)] if isinstance(module, AddedModule) else []
+        tuner = callable(getattr(module, "get_base_layer", None))
+        for attr in getattr(module, "adapter_layer_names", ()) if tuner else ():
+            layer = getattr(module, attr, None)
+            if isinstance(layer, nn.Module):
+                owned.append((f"{prefix}.{attr}", layer))
+        for where, m in owned:
+            added.update(f"{where}.{n}".lstrip(".") for n, _ in m.named_parameters(remove_duplicate=False))
+    return added
+
+
+def is_added(model: nn.Module, name: str) -> bool:
+    return name in added_parameters(model)
 
 
 def is_head(model: nn.Module, name: str) -> bool:
-    return not name.startswith(hf_model(model).base_model_prefix + ".") and not is_added(name)
+    return name in head_names(model)
+
+
+def head_names(model: nn.Module) -> set[str]:
+    """The task head's parameter names: outside the backbone, and not what a method added."""
+    backbone, added = hf_model(model).base_model_prefix + ".", added_parameters(model)
+    return {n for n, _ in model.named_parameters() if not n.startswith(backbone) and n not in added}
 
 
 def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     """The task head's parameters under their Hugging Face names (classifier.weight, ...)."""
-    return {n: p for n, p in model.named_parameters() if is_head(model, n)}
+    head = head_names(model)
+    return {n: p for n, p in model.named_parameters() if n in head}
 
 
 def freeze(model: nn.Module, trains: Callable[[str], bool]) -> None:
@@ -63,7 +91,8 @@ def freeze(model: nn.Module, trains: Callable[[str], bool]) -> None:
 
 def freeze_backbone(model: nn.Module) -> None:
     """Only the head (and what a method adds later) trains."""
-    freeze(model, lambda name: is_head(model, name))
+    head = head_names(model)
+    freeze(model, lambda name: name in head)
 
 
 def freeze_empty(model: nn.Module) -> None:
@@ -118,13 +147,13 @@ def parameter_counts(model: nn.Module) -> dict:
     head: the trainable head; trainable: all of it. Percentages are of the backbone, as the paper reports them.
     """
     inner = hf_model(model)
-    prefix = inner.base_model_prefix + "."
+    prefix, added = inner.base_model_prefix + ".", added_parameters(inner)
     backbone = method = head = 0
     for name, p in inner.named_parameters():
-        in_backbone = name.startswith(prefix) and not is_added(name)
+        in_backbone = name.startswith(prefix) and name not in added
         backbone += p.numel() if in_backbone else 0
         if p.requires_grad:
-            if in_backbone or is_added(name):
+            if in_backbone or name in added:
                 method += p.numel()
             else:
                 head += p.numel()

@@ -9,15 +9,24 @@ The backbone stays frozen (requires_grad=False everywhere); the only new weights
 `vectors` of shape (num_layers, num_vectors, hidden) plus the task head. Vectors are added by a
 forward pre-hook on every encoder layer, so the model keeps its class, its state-dict names and
 its gradient checkpointing (transformers checkpoints `forward`, hooks stay outside the replay).
+
+PASTA's home in the method registry (pasta_cli.methods) is at the bottom: its settings (`PastaSettings`,
+config `method=pasta`, and `method=classifier_only`: the classifier_only variant starting at the frozen
+model), its adapter tensors (`pasta_vectors` + the head) and its figure (the vectors' norms).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from pasta_cli import norms
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, freeze_backbone
+from pasta_cli.methods import Method, MethodSettings, load_head, register_method
+from pasta_cli.modeling import AddedModule, accept_special_tokens_mask, encoder_layers, freeze_backbone, head_parameters
+from pasta_cli.paper_data import recipe
 
 VARIANTS = ("full", "cls_only", "sep_only", "shared", "classifier_only")
 
@@ -150,7 +159,7 @@ def check_input_form(specials_per_row: torch.Tensor, num_slots: int | torch.Tens
             "return_special_tokens_mask=True if a text may contain a literal special token")
 
 
-class PastaInjector(nn.Module):
+class PastaInjector(AddedModule):
     """Holds the PASTA vectors and adds them at the special-token slots of each layer's input."""
 
     def __init__(self, num_layers, num_slots, hidden_size, variant="full", slot_token_ids=(),
@@ -243,3 +252,64 @@ def attach(model, injector, layers=None) -> None:
     accept_special_tokens_mask(model, _find_slots(injector))
     for i, layer in enumerate(encoder_layers(model) if layers is None else layers):
         layer.register_forward_pre_hook(_layer_pre_hook(injector, i), with_kwargs=True)
+
+
+# ---------------------------------------------------------------------------------------- the method's home
+
+@dataclass
+class PastaSettings(MethodSettings):
+    """PASTA: one trainable vector per special-token slot per layer, added at every layer's input.
+    `method=classifier_only` is the classifier_only variant with init_std 0: the frozen backbone and a
+    trained head, under the baseline's name."""
+
+    variant: str = "full"         # full | cls_only | sep_only | shared | classifier_only (PAPER.md, Table 4)
+    dropout: float | None = None  # on the added vectors; null = the backbone's hidden_dropout_prob (official code)
+    # null: normal(0, the backbone's initializer_range), the authors' init; 0: start at the frozen model. The
+    # recipe's common value (paper.yaml recipes.pasta; no task or backbone entry of a recipe holds a method setting)
+    init_std: float | None = recipe("pasta").get("init_std")
+
+    def check(self) -> None:
+        # dropout's and init_std's ranges: config_checks.RANGES, shared by every method with such a setting
+        if self.variant not in VARIANTS:
+            raise PastaError(f"unknown method.variant '{self.variant}': choose one of {', '.join(VARIANTS)}")
+
+
+class Pasta(Method):
+    """PASTA: one vector per (layer, special-token slot); the adapter is `pasta_vectors` + the head."""
+
+    def check_tokenizer(self, tokenizer, pair):
+        count_slots(tokenizer, pair)  # no special tokens (GPT-2): nothing to adapt, the real reason first
+
+    def describe(self, model, settings):
+        p = model.pasta
+        return {"variant": p.variant, "num_layers": p.num_layers, "num_slots": p.num_slots,
+                "num_vectors": p.num_vectors, "slot_to_vector": p.slot_to_vector.tolist(), "dropout": p.dropout.p}
+
+    def state(self, model):
+        head = {n: p.detach() for n, p in head_parameters(model).items()}
+        return {"pasta_vectors": model.pasta.vectors.detach(), **head}
+
+    def load_state(self, model, tensors, where):
+        tensors = dict(tensors)
+        vectors = tensors.pop("pasta_vectors", None)
+        if vectors is None or vectors.shape != model.pasta.vectors.shape:
+            found = None if vectors is None else tuple(vectors.shape)
+            raise PastaError(f"adapter in '{where}': pasta_vectors has shape {found}, the model expects "
+                             f"{tuple(model.pasta.vectors.shape)} (variant {model.pasta.variant})")
+        load_head(model, tensors, where)
+        with torch.no_grad():
+            model.pasta.vectors.copy_(vectors)
+
+    def figure(self, model, tokenizer, pair, path, title):
+        if model.pasta.num_vectors == 0:
+            return None  # classifier_only has no vectors to draw
+        return norms.norms_heatmap(model.pasta, norms.slot_names(tokenizer, pair), path, title)
+
+
+def apply_pasta(model, tokenizer, settings: PastaSettings, pair: bool) -> nn.Module:
+    add_pasta(model, tokenizer, settings.variant, pair=pair, dropout=settings.dropout, init_std=settings.init_std)
+    return model
+
+
+PASTA = register_method(Pasta("pasta", apply_pasta, ("variant", "dropout"), schema=PastaSettings,
+                              configs={"classifier_only": {"variant": "classifier_only", "init_std": 0.0}}))

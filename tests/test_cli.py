@@ -71,8 +71,13 @@ def cli(*args, cwd, env=None):
     (["model=modernbert-base", "task.builtin.train_size=8"], "model=minilm"),  # today's encoders: the same hint
     (["trainer.packing=true"], "trainer.packing=true serves token classification only"),
     # a baseline's settings are refused before its model loads, not once the run folder is written
-    (["method=adapter", "method.size=abc"], "method.size 'abc': the bottleneck needs a whole number of units"),
-    (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2: give the fraction of backbone weights"),
+    # typed settings (each method's dataclass, in Hydra's ConfigStore): a wrong type or a key the method lacks
+    # fails when the config is composed
+    (["method=adapter", "method.size=abc"], "Value 'abc' of type 'str' could not be converted to Integer (key method.size)"),
+    (["method=lora", "method.r=abc"], "Error merging override method.r=abc"),
+    (["method=lora", "method.rr=3"], "Key 'rr' not in 'LoraSettings'"),
+    (["method=lora", "+method.rr=3"], "method.rr is not a setting pasta-train reads"),
+    (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2.0: give the fraction of backbone weights"),  # a float
     (["method=lora", "method.r=0"], "method.r 0: give the LoRA rank"),
     (["method=prefix", "method.length=0"], "method.length 0: give the prefix length"),
 ])

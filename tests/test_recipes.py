@@ -11,7 +11,7 @@ import yaml
 from pasta_cli.config import compose
 from pasta_cli.errors import PastaError
 
-RAW = yaml.safe_load((files("pasta_cli.paper") / "paper.yaml").read_text())  # read apart from pasta_cli.paper
+RAW = yaml.safe_load((files("pasta_cli") / "paper.yaml").read_text())  # read apart from pasta_cli.paper
 GLUE = ["rte", "cola", "stsb", "mrpc", "sst2", "qnli", "mnli", "qqp"]
 MODELS = ["bert-large", "bert-base", "roberta-large"]
 BUDGET = {"lr": "optim.lr", "weight_decay": "optim.weight_decay", "warmup_ratio": "optim.warmup_ratio",

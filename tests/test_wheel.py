@@ -54,7 +54,7 @@ def test_the_wheel_ships_every_config_and_the_paper_data(installed):
     shipped = {n.removeprefix("pasta_cli/conf/") for n in names if n.startswith("pasta_cli/conf/") and n.endswith(".yaml")}
     in_repo = {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
     assert shipped == in_repo
-    assert "pasta_cli/paper/paper.yaml" in names
+    assert "pasta_cli/paper.yaml" in names
     assert not any(n.startswith(("benchmarks/", "tests/", "scripts/")) for n in names)
 
 

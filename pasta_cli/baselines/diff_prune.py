@@ -17,21 +17,28 @@ train), so the model picked on dev is the one the adapter stores: the non-zero d
 backbone's parameters in named order, and values) and the head.
 
 Mechanism: torch's parametrize (`register_parametrization`) on every backbone parameter, so every module
-keeps its class; the diffs and gates live on the model as `diff_prune`.
+keeps its class; the diffs and gates live on the model as `diff_prune`. Its home in the method registry
+(pasta_cli.methods) is at the bottom: `DiffPruneSettings`, and the adapter's tensors (`DiffPruning`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from pasta_cli.errors import PastaError, check_number
-from pasta_cli.modeling import accept_special_tokens_mask, freeze_backbone
+from pasta_cli.methods import Method, MethodSettings, load_head, register_method, with_changes
+from pasta_cli.modeling import AddedModule, accept_special_tokens_mask, freeze_backbone, head_parameters
+from pasta_cli.paper_data import recipe
 
-DIFF_MODULE = "diff_prune"   # attribute on the model (modeling.ADDED)
+DIFF_MODULE = "diff_prune"   # attribute on the model
+# the diff_prune recipe (paper.yaml recipes.diff_prune, dguo98/DiffPruning's scripts): its common values, which
+# are every run's (a recipe's task and backbone entries hold budgets, never a method setting)
+RECIPE = recipe("diff_prune")
 STRETCH = (-1.5, 1.5)        # hard-concrete (l, r), the authors' --concrete_lower/upper
 SHUT = 1.0e4                 # |alpha| of a projected gate: sigmoid(+-1e4 + logit noise) is exactly 1 or 0 in fp32
 
@@ -47,18 +54,50 @@ def hard_concrete(alpha: torch.Tensor, training: bool) -> torch.Tensor:
     return (s * (high - low) + low).clamp(0.0, 1.0)
 
 
-class DiffPrune(nn.Module):
+@dataclass
+class DiffPruneSettings(MethodSettings):
+    """Diff pruning (`method=diff_prune`, Guo et al. 2021): a gated diff on every backbone weight, L0-penalised
+    (hard concrete), then projected to exactly `sparsity` of the backbone's weights and fine-tuned with that
+    mask fixed."""
+
+    sparsity: float = RECIPE["sparsity"]        # share of backbone weights the saved diff changes (0.005 = 0.5%)
+    penalty: float = RECIPE["penalty"]          # lambda of the expected-L0 term
+    alpha_init: float = RECIPE["alpha_init"]    # initial gate log-odds (5: every gate open)
+    alpha_lr: float = RECIPE["alpha_lr"]        # the gates' learning rate (their own optimiser in the authors' code)
+    l0_fraction: float = RECIPE["l0_fraction"]  # share of the run's steps before the projection (3 + 3 epochs: 0.5)
+    # the diffs' and head's rate after the projection (fixed-mask phase); null: optim.lr's schedule goes on
+    finetune_lr: float | None = RECIPE["finetune_lr"]
+
+    def check(self) -> None:
+        """Refuse settings that cannot prune (the runner calls this before a model loads)."""
+        check_number("method.sparsity", self.sparsity, lambda v: 0 < v <= 1,
+                     "give the fraction of backbone weights the diff may change, in (0, 1] (Guo et al.: 0.005)")
+        check_number("method.l0_fraction", self.l0_fraction, lambda v: 0 <= v <= 1,
+                     "give the share of steps before the projection, in [0, 1]")
+        check_number("method.penalty", self.penalty, lambda v: v >= 0,
+                     "give the L0 weight lambda, 0 or more (Guo et al.: 1.25e-7)")
+        check_number("method.alpha_init", self.alpha_init, lambda v: True,
+                     "give the gates' initial log-odds (Guo et al.: 5)")
+        check_number("method.alpha_lr", self.alpha_lr, lambda v: v > 0,
+                     "give the gates' learning rate, above 0 (Guo et al.: 0.1)")
+        if self.finetune_lr is not None:
+            check_number("method.finetune_lr", self.finetune_lr, lambda v: v > 0,
+                         "give the fixed-mask phase's learning rate, above 0, or null for optim.lr")
+
+
+class DiffPrune(AddedModule):
     """The diff `w` and gate logits `alpha` of every backbone parameter, in the backbone's named order."""
 
-    def __init__(self, shapes: list[tuple[str, torch.Size]], sparsity: float, penalty: float, alpha_init: float,
-                 l0_fraction: float, alpha_lr: float, finetune_lr: float | None, device=None):
+    def __init__(self, shapes: list[tuple[str, torch.Size]], settings: DiffPruneSettings, device=None):
         super().__init__()
         self.names = [n for n, _ in shapes]
         self.w = nn.ParameterList(nn.Parameter(torch.zeros(s, device=device)) for _, s in shapes)
-        self.alpha = nn.ParameterList(nn.Parameter(torch.full(s, float(alpha_init), device=device)) for _, s in shapes)
+        alpha_init = float(settings.alpha_init)
+        self.alpha = nn.ParameterList(nn.Parameter(torch.full(s, alpha_init, device=device)) for _, s in shapes)
         self.size = sum(math.prod(s) for _, s in shapes)
-        self.keep = max(1, round(sparsity * self.size))
-        self.penalty, self.l0_fraction, self.alpha_lr, self.finetune_lr = penalty, l0_fraction, alpha_lr, finetune_lr
+        self.keep = max(1, round(settings.sparsity * self.size))
+        self.penalty, self.l0_fraction = settings.penalty, settings.l0_fraction
+        self.alpha_lr, self.finetune_lr = settings.alpha_lr, settings.finetune_lr
         self._eval_cache: tuple[int, list[torch.Tensor]] | None = None
 
     @property
@@ -139,34 +178,16 @@ def backbone_parameters(model: nn.Module) -> list[tuple[nn.Module, str, str]]:
     return out
 
 
-def check_diff_prune(sparsity: float, penalty: float, alpha_init: float, l0_fraction: float, alpha_lr: float,
-                     finetune_lr: float | None) -> None:
-    """Refuse settings that cannot prune (the runner calls this before a model loads)."""
-    check_number("method.sparsity", sparsity, lambda v: 0 < v <= 1,
-                 "give the fraction of backbone weights the diff may change, in (0, 1] (Guo et al.: 0.005)")
-    check_number("method.l0_fraction", l0_fraction, lambda v: 0 <= v <= 1,
-                 "give the share of steps before the projection, in [0, 1]")
-    check_number("method.penalty", penalty, lambda v: v >= 0,
-                 "give the L0 weight lambda, 0 or more (Guo et al.: 1.25e-7)")
-    check_number("method.alpha_init", alpha_init, lambda v: True, "give the gates' initial log-odds (Guo et al.: 5)")
-    check_number("method.alpha_lr", alpha_lr, lambda v: v > 0,
-                 "give the gates' learning rate, above 0 (Guo et al.: 0.1)")
-    if finetune_lr is not None:
-        check_number("method.finetune_lr", finetune_lr, lambda v: v > 0,
-                     "give the fixed-mask phase's learning rate, above 0, or null for optim.lr")
-
-
-def apply_diff_prune(model: nn.Module, sparsity: float = 0.005, penalty: float = 1.25e-7, alpha_init: float = 5.0,
-                     l0_fraction: float = 0.5, alpha_lr: float = 0.1, finetune_lr: float | None = None) -> nn.Module:
-    """A gated diff on every backbone parameter; diffs, gates and the head train (the pretrained weights never do)."""
+def apply_diff_prune(model: nn.Module, settings: DiffPruneSettings | None = None, **changes) -> nn.Module:
+    """A gated diff on every backbone parameter; diffs, gates and the head train (the pretrained weights never do).
+    `settings` (else DiffPruneSettings' defaults) with `changes` (sparsity=0.01, ...)."""
     if hasattr(model, DIFF_MODULE):
         raise PastaError("apply_diff_prune was already applied to this model")
-    check_diff_prune(sparsity, penalty, alpha_init, l0_fraction, alpha_lr, finetune_lr)
+    s = with_changes(DiffPruneSettings, settings, changes)
     targets = backbone_parameters(model)
     freeze_backbone(model)
     device = next(model.parameters()).device
-    diffs = DiffPrune([(n, getattr(m, a).shape) for m, a, n in targets], sparsity, penalty, alpha_init,
-                      l0_fraction, alpha_lr, finetune_lr, device)
+    diffs = DiffPrune([(n, getattr(m, a).shape) for m, a, n in targets], s, device)
     diffs.train(model.training)
     setattr(model, DIFF_MODULE, diffs)
     for i, (module, attr, _) in enumerate(targets):
@@ -201,3 +222,38 @@ def after_step(model: nn.Module, step: int, total_steps: int, scheduler) -> None
         diffs.project()
         if diffs.finetune_lr:
             scheduler.base_lrs[0] = diffs.finetune_lr  # group 0: diffs and head (param_groups)
+
+
+class DiffPruning(Method):
+    """Diff pruning: the adapter holds the non-zero diffs (`diff_indices` into the backbone's parameters in named
+    order, `diff_values`) and the head; loading fixes the mask there."""
+
+    def describe(self, model, settings):
+        d = model.diff_prune
+        return {**super().describe(model, settings), "num_diffs": d.keep, "backbone_size": d.size}
+
+    def state(self, model):
+        index, values = model.diff_prune.sparse_diff()
+        head = {n: p.detach() for n, p in head_parameters(model).items()}
+        return {"diff_indices": index, "diff_values": values, **head}
+
+    def load_state(self, model, tensors, where):
+        tensors = dict(tensors)
+        index, values = tensors.pop("diff_indices", None), tensors.pop("diff_values", None)
+        d = model.diff_prune
+        if index is None or values is None or index.shape != (d.keep,) or values.shape != (d.keep,) \
+                or index.is_floating_point() or (d.keep and not 0 <= int(index.min()) <= int(index.max()) < d.size):
+            raise PastaError(f"adapter in '{where}' needs diff_indices and diff_values of {d.keep} entries, indices "
+                             f"into a backbone of {d.size:,} weights: it was saved from another model or is damaged")
+        load_head(model, tensors, where)
+        d.set_sparse(index.long(), values.to(d.w[0].dtype))
+
+    def param_groups(self, model, params):
+        return param_groups(model, params)
+
+    def after_step(self, model, step, total_steps, scheduler):
+        after_step(model, step, total_steps, scheduler)
+
+
+DIFF_PRUNE = register_method(DiffPruning("diff_prune", lambda model, tok, s, pair: apply_diff_prune(model, s),
+                                         ("sparsity",), schema=DiffPruneSettings))

@@ -2,12 +2,12 @@
 models without a key/value cache under transformers 5.x. Formulation: the reparameterisation-free
 ("prefix_projection=False") variant, i.e. deep prompt tuning with direct parameters
 
-    P_K, P_V in R^{num_layers x length x hidden}   (length 20 by default, init N(0, 0.02^2))
+    P_K, P_V in R^{num_layers x length x hidden}   (length: `PrefixSettings`, init N(0, 0.02^2))
     layer l, per head h:  K_l = [dropout(P_K[l])_h ; X W_K,h],  V_l = [dropout(P_V[l])_h ; X W_V,h]
     Attention_l,h = softmax(Q_h K_l^T / sqrt(d_head) + mask) V_l
 
 The prefixes are keys/values directly (not tokens passed through W_K/W_V), prepended at every
-layer, with dropout (hidden_dropout_prob-style, 0.1 by default) on the prefix parameters as in the
+layer, with dropout (hidden_dropout_prob-style, P-tuning v2's recipe) on the prefix parameters as in the
 official code. Every token, padding included, attends to all `length` prefixes; padded tokens
 stay masked as keys. The backbone is frozen; prefixes + task head train. Unlike the official code
 (which passes the prefixes as `past_key_values`, so old transformers shifted the tokens'
@@ -22,6 +22,7 @@ to the implementation the model had before (sdpa or eager).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,17 +31,36 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterf
 from transformers.models.bert.modeling_bert import eager_attention_forward as bert_eager_attention
 
 from pasta_cli.errors import PastaError, check_number
-from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, freeze_backbone
+from pasta_cli.methods import Method, MethodSettings, register_method, with_changes
+from pasta_cli.modeling import AddedModule, accept_special_tokens_mask, encoder_layers, freeze_backbone
+from pasta_cli.paper_data import recipe
 
 PREFIX_ATTN = "pasta_prefix"
-PREFIX_MODULE = "prefix_encoder"  # attribute name of the prefix parameters on the model (modeling.ADDED)
+PREFIX_MODULE = "prefix_encoder"  # attribute name of the prefix parameters on the model
+INIT_STD = 0.02                   # the prefixes start as normal(0, INIT_STD^2), as the official code's
+# P-tuning v2's recipe (paper.yaml recipes.prefix): its common values, which are every run's (a recipe's task
+# and backbone entries hold budgets, never a method setting)
+RECIPE = recipe("prefix")
 
 
-class PrefixEncoder(nn.Module):
+@dataclass
+class PrefixSettings(MethodSettings):
+    """P-tuning v2 (`method=prefix`, Liu et al. 2022): trainable key/value prefixes at every layer."""
+
+    length: int = RECIPE["length"]     # prefixes per layer (20, as the PASTA paper re-ran it)
+    dropout: float = RECIPE["dropout"]  # on the prefix parameters
+
+    def check(self) -> None:
+        """Refuse settings that cannot build prefixes (the runner calls this before a model loads)."""
+        check_number("method.length", self.length, lambda v: v >= 1,
+                     "give the prefix length, a whole number of at least 1 (the PASTA paper's re-run: 20)", whole=True)
+        check_number("method.dropout", self.dropout, lambda v: 0 <= v < 1, "give a dropout probability in [0, 1)")
+
+
+class PrefixEncoder(AddedModule):
     """Trainable key/value prefixes for every layer: `keys`, `values` of shape (num_layers, length, hidden)."""
 
-    def __init__(self, num_layers, length, hidden_size, num_heads, dropout=0.1, init_std=0.02,
-                 delegate="sdpa"):
+    def __init__(self, num_layers, length, hidden_size, num_heads, dropout, init_std=INIT_STD, delegate="sdpa"):
         super().__init__()
         if hidden_size % num_heads:
             raise PastaError(f"hidden size {hidden_size} is not a multiple of {num_heads} heads")
@@ -110,16 +130,10 @@ def _self_attention(layer: nn.Module) -> nn.Module:
     raise PastaError(f"found no self-attention module in {type(layer).__name__}")
 
 
-def check_prefix(length: int, dropout: float) -> None:
-    """Refuse settings that cannot build prefixes (the runner calls this before a model loads)."""
-    check_number("method.length", length, lambda v: v >= 1,
-                 "give the prefix length, a whole number of at least 1 (the PASTA paper's re-run: 20)", whole=True)
-    check_number("method.dropout", dropout, lambda v: 0 <= v < 1, "give a dropout probability in [0, 1)")
-
-
-def apply_prefix(model: nn.Module, length: int = 20, dropout: float = 0.1, init_std: float = 0.02) -> nn.Module:
-    """P-tuning v2: trainable key/value prefixes at every layer; backbone frozen, prefixes + head train."""
-    check_prefix(length, dropout)
+def apply_prefix(model: nn.Module, settings: PrefixSettings | None = None, **changes) -> nn.Module:
+    """P-tuning v2: trainable key/value prefixes at every layer; backbone frozen, prefixes + head train.
+    `settings` (else PrefixSettings' defaults) with `changes` (length=8, ...)."""
+    s = with_changes(PrefixSettings, settings, changes)
     config = model.config
     delegate = config._attn_implementation or "eager"
     if delegate == PREFIX_ATTN:
@@ -127,8 +141,8 @@ def apply_prefix(model: nn.Module, length: int = 20, dropout: float = 0.1, init_
     if delegate not in ("sdpa", "eager"):
         delegate = "sdpa"  # flash/flex kernels cannot take the extended mask; sdpa computes the same thing
     layers = encoder_layers(model)
-    prefix = PrefixEncoder(len(layers), length, config.hidden_size, config.num_attention_heads,
-                           dropout, init_std, delegate)
+    prefix = PrefixEncoder(len(layers), s.length, config.hidden_size, config.num_attention_heads,
+                           s.dropout, INIT_STD, delegate)
     prefix.to(next(model.parameters()).device)
     prefix.train(model.training)  # a new module starts in training mode; follow the model's mode
     freeze_backbone(model)
@@ -152,3 +166,5 @@ def apply_prefix(model: nn.Module, length: int = 20, dropout: float = 0.1, init_
     return model
 
 
+PREFIX = register_method(Method("prefix", lambda model, tok, s, pair: apply_prefix(model, s), ("length", "dropout"),
+                                schema=PrefixSettings))

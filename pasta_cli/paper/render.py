@@ -183,7 +183,7 @@ def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], g
           "`% params (ours)` is the method's trainable parameters without the task head, as the paper counts them"
           + (f" ({table.params_note})" if table.params_note else "") + "; `% trained (ours)` is everything that "
           "trained, the head included (RoBERTa-large's head, 1,051,650, outweighs LoRA's 786,432). `recipe`: whose "
-          "training recipe the row used (pasta_cli/paper/paper.yaml `recipes`, docs/BASELINES.md)"
+          "training recipe the row used (pasta_cli/paper.yaml `recipes`, docs/BASELINES.md)"
           + (": every row on PASTA's budget (--recipe pasta)" if plan.recipe == "pasta" else "") + ".\n\n",
           markdown_table(header, body), gaps_markdown(plan, gaps or {}), "\n## Run\n"]
     md += [f"- {k}: {v}\n" for k, v in meta.items()]

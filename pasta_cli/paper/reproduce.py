@@ -152,7 +152,7 @@ def _items(text: str) -> list[str]:
 
 def baselines() -> list[str]:
     """The rows Tables 2, 3 and 5 can add: a row is the override `method=<row>`, so every option of the
-    config group conf/method/ but PASTA itself (classifier_only is one: PASTA's variant under its own name)."""
+    config group `method` but PASTA itself (classifier_only is one: PASTA's variant under its own name)."""
     return [m for m in config_names("method") if m != "pasta"]
 
 

@@ -16,13 +16,13 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from pasta_cli.methods import method_configs
 from pasta_cli.paper.tables import Table, data_folder
 
 # One run's folder inside its column's sweep; `run_subdir` resolves the same string for a (row, seed).
@@ -31,21 +31,19 @@ TRAIN_FILES = ("train.tsv", "train.txt")  # a task's data counts as present when
 
 
 def config_names(group: str) -> list[str]:
-    """The options of a config group: the YAML files in conf/<group>/ (pasta_cli.conf in the wheel)."""
+    """The options of a config group: the YAML files in conf/<group>/ (pasta_cli.conf in the wheel); the
+    method group's are the registered methods' typed settings (pasta_cli.methods, stored in Hydra's ConfigStore)."""
+    if group == "method":
+        return sorted(method_configs())
     return sorted(p.name.removesuffix(".yaml") for p in (files("pasta_cli.conf") / group).iterdir()
                   if p.name.endswith(".yaml"))
 
 
-@cache
-def _method_config(name: str) -> str:
-    return (files("pasta_cli.conf") / "method" / f"{name}.yaml").read_text()
-
-
 def run_subdir(table: Table, row: str, seed: int) -> str:
     """The folder pasta-train will write the (row, seed) run to: SUBDIR resolved on the row's method config,
-    so the folder names follow conf/method/ and are never written down twice."""
+    so the folder names follow the method configs and are never written down twice."""
     variant_row = table.rows_kind == "variant"
-    method = OmegaConf.create(_method_config("pasta" if variant_row else row))
+    method = OmegaConf.structured(method_configs()["pasta" if variant_row else row])
     if variant_row:
         method.variant = row
     return OmegaConf.create({"method": method, "seed": seed, "subdir": SUBDIR}).subdir
