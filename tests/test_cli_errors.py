@@ -76,3 +76,14 @@ def test_run_cli_codes(capsys):
     with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
         run_cli("p", fail(ZeroDivisionError()))
     assert run_cli("p", fail(ZeroDivisionError()), unknown=lambda e: "went wrong") == 2
+
+
+@pytest.mark.parametrize("argv", [["norms"], ["ablate", "run", "--samples", "0"], ["heads", "--nope=1"]])
+def test_a_bad_pasta_analyze_argument_is_one_line(argv, capsys):
+    from pasta_cli.analysis import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("pasta-analyze"), err
+    assert ": error: " in err

@@ -14,7 +14,7 @@ from pathlib import Path
 from pasta_cli.errors import PastaError
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import Column
-from pasta_cli.run_folder import RESULTS, is_finished, is_running, read_results
+from pasta_cli.run_folder import RESULTS, TRAIN_LOG, is_finished, is_running, read_results
 
 
 def load_results(root: Path) -> list[dict]:
@@ -143,7 +143,7 @@ def collect_cells(plan: Plan, ran: set[str]) -> dict[tuple[str, str], Cell]:
                 cell.status = "running"
             elif failed_dir is not None:
                 cell.status = "failed"
-                train_log = failed_dir / "train.log"
+                train_log = failed_dir / TRAIN_LOG
                 cell.log = str(train_log if train_log.is_file() else plan.log_path(col.task))
             elif len(cell.runs) == len(plan.seeds):
                 cell.status = "ok"

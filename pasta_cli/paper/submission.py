@@ -22,7 +22,7 @@ from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.files import read_tsv, write_atomic
 from pasta_cli.paper.results import load_results, row_key
 from pasta_cli.paper.tables import table, table_names
-from pasta_cli.run_folder import read_config, read_predictions, test_file_name
+from pasta_cli.run_folder import ADAPTER, read_config, read_predictions, test_file_name
 
 # The leaderboard's file -> (task, its test split) whose predictions it holds; AX is MNLI's adapter on the
 # diagnostic set, WNLI has no run in the paper.
@@ -132,12 +132,12 @@ def gather(table_name: str, folder: Path, row: str, ax_file: Path | None, wnli_f
 def predict_with_adapter(run_dir: Path, inputs: Path) -> list[list[str]]:
     """A run's adapter on an unlabelled file, through pasta-predict (its GLUE-format TSV)."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "pasta_cli.deploy.predict", "--adapter", f"ax={run_dir / 'adapter'}",
+        cmd = [sys.executable, "-m", "pasta_cli.deploy.predict", "--adapter", f"ax={run_dir / ADAPTER}",
                "--input", f"ax={inputs}", "--output", out, "--no-progress"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise PastaError(f"pasta-predict on {inputs} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        return read_tsv(Path(out) / "ax.tsv")
+        return read_predictions(Path(out) / "ax.tsv")
 
 
 def write_zip(path: Path, entries: list[Entry]) -> Path:
