@@ -184,9 +184,8 @@ def submit(argv: list[str]) -> int:
         print(f"{e.name:12s} " + (f"{len(e.rows) - 1} rows from {e.source}" if e.rows else f"missing: {e.missing}"))
     missing = [e.name for e in entries if e.rows is None]
     if missing and not a.partial:
-        print(f"{PROG}: error: {len(missing)} of {len(entries)} files missing "
-              f"({', '.join(missing)}): no zip written; --partial writes one without them", file=sys.stderr)
-        return 2
+        raise PastaError(f"{len(missing)} of {len(entries)} files missing ({', '.join(missing)}): no zip written; "
+                         "--partial writes one without them")
     out = write_zip(a.output or folder / "submission.zip", entries)
     write_atomic(out.with_suffix(".txt"), "".join(f"{e.name}\t{e.source or 'missing: ' + e.missing}\n"
                                                  for e in entries))
