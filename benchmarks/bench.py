@@ -53,7 +53,7 @@ from transformers import BertConfig, BertModel, BertTokenizer
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.config import check_config, compose, task_spec
 from pasta_cli.data import load_task
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.modeling import freeze, parameter_counts
 from pasta_cli.training.build import build
 from pasta_cli.training.loop import epoch_batches
@@ -95,13 +95,6 @@ MEMORY_STEPS = 3    # training steps of each memory child
 
 
 # ----------------------------------------------------------------------------------------------- CLI
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a refusal is one line (and exit 2) instead of the usage block."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parser() -> Parser:
@@ -488,18 +481,19 @@ def main(argv=None) -> int:
     transformers.utils.logging.disable_progress_bar()
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="pasta-bench-") as folder:
-            model = prepare_model(args.model, folder)
-            if args.command == "memory":
-                print(json.dumps(memory(args, model)), flush=True)
-                return 0
-            t0 = time.perf_counter()
-            res = run_all(args, argv, model)
-            res["wall_s"] = time.perf_counter() - t0
-    except PastaError as e:
-        print(f"bench.py: error: {e}", file=sys.stderr)
-        return 1
+    return run_cli("bench.py", lambda: bench(args, argv))
+
+
+def bench(args, argv: list[str]) -> int:
+    """Time every method (or measure memory) and write the record (JSON and markdown)."""
+    with tempfile.TemporaryDirectory(prefix="pasta-bench-") as folder:
+        model = prepare_model(args.model, folder)
+        if args.command == "memory":
+            print(json.dumps(memory(args, model)), flush=True)
+            return 0
+        t0 = time.perf_counter()
+        res = run_all(args, argv, model)
+        res["wall_s"] = time.perf_counter() - t0
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -13,9 +13,9 @@ x examples per epoch gives the epochs a time budget buys.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +24,7 @@ import torch
 from report import machine
 
 from pasta_cli.config import compose
+from pasta_cli.errors import Parser, run_cli
 from pasta_cli.paper.tables import data_folder, table
 from pasta_cli.training.build import build
 from pasta_cli.training.loop import epoch_batches, evaluate
@@ -65,7 +66,7 @@ def measure(task: str, data_dir: str, steps: int) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(prog="cpu_budget.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--tasks", default=",".join(table("table4").tasks))
@@ -85,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli("cpu_budget.py", main))

@@ -50,7 +50,7 @@ from pasta_cli import MultiTaskPasta, add_pasta, load_adapter, save_adapter
 from pasta_cli.adapter import read_weights
 from pasta_cli.backbones import load_model, load_tokenizer
 from pasta_cli.data.builtin import build_splits
-from pasta_cli.errors import Parser
+from pasta_cli.errors import Parser, run_cli
 from pasta_cli.files import write_atomic, write_json
 from pasta_cli.methods import get_method
 
@@ -360,4 +360,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli("serve_bench.py", main))

@@ -37,7 +37,7 @@ from pathlib import Path
 from report import machine
 from serve_bench import TASKS, Server, make_adapters, post, stream, unequal
 
-from pasta_cli.errors import Parser
+from pasta_cli.errors import Parser, run_cli
 from pasta_cli.files import write_atomic, write_json
 
 MAX_REQUESTS = 1_000_000  # per client: the loops end at the deadline, and in any case here
@@ -177,4 +177,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli("serve_hostile.py", main))

@@ -25,7 +25,6 @@ import tempfile
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -35,12 +34,13 @@ from pasta_cli.errors import PastaError
 from pasta_cli.files import file_mode, write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers, hf_model
+from pasta_cli.run_folder import CONFIG as RUN_CONFIG
+from pasta_cli.run_folder import read_config
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 SIDECAR_NAME = "pasta_config.json"  # our keys where adapter_config.json is another library's (PEFT)
-RUN_CONFIG = "config.yaml"          # a pasta-train run's resolved config, beside its adapter/ folder
 
 
 def tokenizer_policy(head: str) -> dict:
@@ -134,10 +134,7 @@ def _run_config(directory):
     path = Path(directory).parent / RUN_CONFIG
     if not path.is_file():
         return None
-    try:
-        return OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError, OSError) as e:
-        raise PastaError(f"cannot read the run's '{path}' ({type(e).__name__}): the run folder is damaged") from None
+    return read_config(path)
 
 
 def read_weights(directory) -> dict:

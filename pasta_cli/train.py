@@ -8,10 +8,8 @@ one line too, exit code 1, with the previous files intact. The run folder's rule
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import sys
 from contextlib import contextmanager
 from dataclasses import fields
@@ -22,21 +20,21 @@ import hydra
 import torch
 import torch.distributed as tdist
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from transformers.utils import logging as hf_logging
 
-from pasta_cli import backbones
+from pasta_cli import backbones, run_folder
 from pasta_cli.config import CONF_MODULE, STAMP_ENV, check_config, run_stamp, task_spec
 from pasta_cli.data import TaskSpec, load_task
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, composition_error, one_line, run_cli, say
 from pasta_cli.files import NOT_ALLOWED
 from pasta_cli.methods import get_method
 from pasta_cli.training import artifacts, checkpoint, dist, folder, resume
-from pasta_cli.training.loop import Diverged, Interrupted, progress, train
+from pasta_cli.training.loop import Diverged, progress, train
 
+PROG = "pasta-train"
+TASK_KEYS = tuple(f.name for f in fields(TaskSpec))  # named where a task key is unknown
 log = logging.getLogger("pasta")
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's job log format
 
@@ -94,7 +92,7 @@ def job_log(run_dir: Path):
     if not dist.is_main():
         yield
         return
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / run_folder.TRAIN_LOG)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.setLevel(logging.INFO)
     level = log.level
@@ -130,7 +128,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> dict | None:
     try:
         admission, was_empty = dist.decide(enter)
         if admission.action == "skip" and not multirun:
-            _say(f"pasta-train: {admission.message}")  # exit 0: the run is done; the line says why nothing trained
+            _say(f"{PROG}: {admission.message}")  # exit 0: the run is done; the line says why nothing trained
             return None
         if admission.message and dist.is_main():
             log.info(admission.message)
@@ -178,8 +176,8 @@ def _hydra_main(cfg: DictConfig):
         return None
     # what a sweeper maximises (hparams_search=optuna): the score the run chose its epoch on (held-out, under
     # trainer.selection=heldout: a search must not read dev either), also of a run finished before
-    if results is None and (run_dir / artifacts.RESULTS).is_file():
-        results = json.loads((run_dir / artifacts.RESULTS).read_text())
+    if results is None and run_folder.is_finished(run_dir):
+        results = run_folder.read_results(run_dir)
     if not results:
         return None
     chosen_on = next(iter((results.get("selection_scores") or results["best_scores"]).values()))  # older runs: dev
@@ -195,116 +193,56 @@ def agree_on_run_stamp() -> None:
         os.environ[STAMP_ENV] = dist.broadcast(run_stamp())
 
 
-def one_line(err: BaseException) -> str:
-    """A Hydra/OmegaConf config error as one line: where, what was wrong, the key, and the choices.
-
-    Hydra's messages span lines ("In 'task/x': ValidationError raised while composing config:", the
-    problem, "full_key: task.epochs", the schema's type names, the config search path), and an
-    override's error keeps its reason in the chained exception; the useful lines are joined.
-    """
-    lines = str(err).splitlines()
-    reason = err.__cause__ or err.__context__
-    if isinstance(reason, OmegaConfBaseException) and str(reason).splitlines()[0] not in str(err):
-        lines += str(reason).splitlines()
-    parts, key = [], None
-    for line in (x.strip() for x in lines):
-        if line.startswith("Config search path"):
-            break  # Hydra's list of where it looked: not what the user got wrong
-        if line.startswith("full_key:"):
-            key = line.removeprefix("full_key:").strip()
-        elif line and not line.startswith(("reference_type=", "object_type=")):
-            parts.append(re.sub(r"\w+ raised while composing config:", "", line).strip())
-    text = " ".join(p if p.endswith((":", ".")) else p + ";" for p in parts if p).rstrip(";")
-    if "Available options" in text:  # a missing config option: list the choices on one line
-        head, options = text.split("Available options", 1)
-        group, names = options.split(":", 1)
-        text = f"{head.rstrip('; ')}; available options{group}: {', '.join(names.replace(';', ' ').split())}"
-    if key and key.startswith("task.") and "not in 'TaskSpec'" in text:
-        text += f"; a task's keys are {', '.join(f.name for f in fields(TaskSpec))}"
-    if key and "is not a ListConfig, list or tuple" in text:  # `text: text` in a task YAML, or task.text=text
-        where = text.split(": ", 1)[0] + ": " if text.startswith("In '") else ""
-        example = LIST_EXAMPLES.get(key, "[a, b]")
-        return (f"{where}{key} takes a list in brackets: {key.rsplit('.', 1)[-1]}: {example} in a YAML file, "
-                f"{key}={example.split(' (')[0].replace(' ', '')} on the command line")
-    return f"{text} (key {key})" if key else text
-
-
-# what a list-valued key looks like, for the one line that says a plain value was given where a list belongs
-LIST_EXAMPLES = {"task.text": "[sentence] (single sentences; [sentence1, sentence2] for pairs)",
-                 "task.labels": "[negative, positive]", "task.metrics": "[accuracy]",
-                 "task.eval_splits": "[validation]", "optim.betas": "[0.9, 0.999]"}
-NULL_SECTIONS = ("task.hub", "task.builtin", "task.test_columns")  # null unless a task sets them
-
-
-def composition_error(err: BaseException) -> str:
-    """An error OmegaConf raised (not as its own kind) while Hydra applied an override, as one line: a key set
-    inside a section the task leaves null (task.hub.path=x on a task without hub) is the known cause."""
-    key = None
-    tb = err.__traceback__
-    while tb is not None:  # the override Hydra was applying, from its frame (hydra's _apply_overrides_to_config)
-        override = tb.tb_frame.f_locals.get("override")
-        key = getattr(override, "key_or_group", key)
-        tb = tb.tb_next
-    section = next((s for s in NULL_SECTIONS if key and (key == s or key.startswith(s + "."))), None)
-    if section:
-        return (f"{key} cannot be set from the command line on a task without {section} (it is null there): "
-                f"write the task's {section.split('.')[1]} section in a task YAML and pass --config-dir")
-    return f"cannot apply {key or 'the overrides'} ({type(err).__name__}: {str(err).splitlines()[0]})"
-
-
 def main() -> None:
     args = sys.argv[1:]
     if "--version" in args:  # Hydra's own flag would print Hydra's version
-        print(f"pasta-train {version('pasta-cli')}")
+        print(f"{PROG} {version('pasta-cli')}")
         return
     if {"--help", "-h", "--cfg", "-c"} & set(args) and "--resolve" not in args:
         sys.argv.append("--resolve")  # the config's values as a run gets them, not ${recipe:...}
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()
-    user_wants_tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))
+    tracebacks = bool(os.environ.get("HYDRA_FULL_ERROR"))  # the user's: config and OS errors raise
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let Hydra's config errors reach us, to print them as one line
     agree_on_run_stamp()
     JOBS.clear()
     REFUSED.clear()  # main() may run more than once in a process (tests, notebooks)
     try:
-        _hydra_main()
-        if REFUSED:
-            for message, _ in REFUSED[:-1]:
-                _say(f"pasta-train: error: {message}")
-            _exit(f"pasta-train: error: {REFUSED[-1][0]}", max(code for _, code in REFUSED))
-    except PastaError as e:
-        _exit(f"pasta-train: error: {e}", e.exit_code)
-    except (HydraException, OmegaConfBaseException) as e:
-        if user_wants_tracebacks:
-            raise
-        _exit(f"pasta-train: error: {one_line(e)}", 2)
-    except OSError as e:  # after Hydra's errors (its MissingConfigException is an OSError)
-        if user_wants_tracebacks:
-            raise
-        # e.g. Hydra cannot create the run folder: one line naming the path
-        advice = ": choose a hydra.run.dir you can write to" if e.errno in NOT_ALLOWED else ""
-        _exit(f"pasta-train: error: {e.strerror or e} ({e.filename or type(e).__name__}){advice}", 2)
-    except KeyboardInterrupt as e:  # Ctrl-C: one line, the shell's 130; the run resumes exactly from its checkpoint
-        _exit(f"pasta-train: {e.args[0] if isinstance(e, Interrupted) else 'interrupted'}", 130)
-    except Exception as e:
-        if user_wants_tracebacks or JOBS:
-            raise  # a bug in a job: its traceback is what a report needs
-        _exit(f"pasta-train: error: {composition_error(e)}", 2)
+        code = run_cli(PROG, _run_hydra, printer=_say, explain=lambda e: one_line(e, TASK_KEYS), os_error=_os_error,
+                       unknown=None if tracebacks else _composition_error, tracebacks=tracebacks)
     finally:
         dist.shutdown()
+    if code:
+        sys.exit(code)
 
 
-def _exit(line: str, code: int) -> None:
-    """The one error line (rank 0 only) and the exit code (2: bad input, 1: a failed write); main()'s
-    `finally` leaves the process group."""
-    _say(line)
-    sys.exit(code)
+def _run_hydra() -> None:
+    """Hydra's run or sweep; the jobs it refused are one line each, the last one raised (the highest exit code:
+    2 bad input, 1 a failed write)."""
+    _hydra_main()
+    for message, _ in REFUSED[:-1]:
+        _say(f"{PROG}: error: {message}")
+    if REFUSED:
+        refused = PastaError(REFUSED[-1][0])
+        refused.exit_code = max(code for _, code in REFUSED)
+        raise refused
+
+
+def _os_error(e: OSError) -> tuple[str, int]:
+    """e.g. Hydra cannot create the run folder: one line naming the path (exit 2: the user chose it)."""
+    advice = ": choose a hydra.run.dir you can write to" if e.errno in NOT_ALLOWED else ""
+    return f"{e.strerror or e} ({e.filename or type(e).__name__}){advice}", 2
+
+
+def _composition_error(e: Exception) -> str | None:
+    """An error before any job started is the overrides' fault (one line); in a job, a bug (its traceback)."""
+    return None if JOBS else composition_error(e)
 
 
 def _say(line: str) -> None:
-    """One line, whatever a message quotes from the user's files (a label with a newline in it stays on it)."""
+    """One line (rank 0 only), whatever a message quotes from the user's files (errors.say)."""
     if dist.is_main():
-        print(line.replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
+        say(line)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ optim.eps_before_bias_correction=false method.init_std=0" \
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import subprocess
@@ -25,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # usable withou
 
 from pasta_cli.files import write_atomic, write_json  # noqa: E402
 from pasta_cli.paper.uncertainty import paired_gap  # noqa: E402
+from pasta_cli.run_folder import is_finished, read_results  # noqa: E402
 
 
 def run(out: Path, common: str, overrides: str, seed: int) -> Path:
     folder = out / f"seed{seed}"
-    if not (folder / "results.json").exists():
+    if not is_finished(folder):
         cmd = [sys.executable, "-m", "pasta_cli.train", *shlex.split(common), *shlex.split(overrides),
                f"seed={seed}", f"hydra.run.dir={folder}", "trainer.progress=false"]
         print("+", shlex.join(cmd), flush=True)
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give exactly two --recipe NAME=OVERRIDES")
     seeds = [int(s) for s in a.seeds.split(",")]
     runs = {name: {s: run(a.out / name, a.common, o, s) for s in seeds} for name, o in recipes.items()}
-    first = json.loads((runs[next(iter(runs))][seeds[0]] / "results.json").read_text())
+    first = read_results(runs[next(iter(runs))][seeds[0]])
     metric = first["main_metric"]
-    scores = {name: [100 * json.loads((f / "results.json").read_text())["best_score"] for f in r.values()]
+    scores = {name: [100 * read_results(f)["best_score"] for f in r.values()]
               for name, r in runs.items()}
     (a_name, a_runs), (b_name, b_runs) = runs.items()
     gap = paired_gap(a_runs, b_runs, metric)

@@ -22,7 +22,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pasta_cli import files
+from pasta_cli import files, run_folder
 from pasta_cli.config import compose
 from pasta_cli.errors import PastaError, WriteError
 from pasta_cli.train import run_job
@@ -264,9 +264,9 @@ def test_a_reports_probe_does_not_refuse_a_job_starting_in_that_instant(tmp_path
     probe = os.open(tmp_path, os.O_RDONLY)
     fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # what is_running() holds, here for 0.2 s
     threading.Timer(0.2, os.close, (probe,)).start()
-    assert folder.is_running(tmp_path) is False  # a shared probe is not a run
+    assert run_folder.is_running(tmp_path) is False  # a shared probe is not a run
     with folder.FolderLock(tmp_path):  # the job waits the probe out instead of calling it another run
-        assert folder.is_running(tmp_path)
+        assert run_folder.is_running(tmp_path)
 
 
 # --- inputs checked before any training time is spent -------------------------------------------------

@@ -221,7 +221,7 @@ def test_wrong_columns_and_an_output_that_is_a_file_are_one_line(runs, tmp_path,
 
 
 def test_a_lone_surrogate_in_an_input_file_is_one_line_naming_its_line(runs, tmp_path, cli):
-    """The same check as pasta-serve's (multitask.parse_item): JSON lines may escape a lone surrogate, which the
+    """The same check as pasta-serve's (items.parse_item): JSON lines may escape a lone surrogate, which the
     fast tokenizer would refuse with a TypeError traceback."""
     data = tmp_path / "rows.jsonl"
     data.write_text('{"q": "is it red?", "s": "it is."}\n{"q": "a \\ud83d b", "s": "x"}\n')

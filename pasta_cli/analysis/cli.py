@@ -14,17 +14,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from datasets import disable_progress_bars
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
 from transformers.utils import logging as hf_logging
 
 from pasta_cli.config import time_stamp
-from pasta_cli.errors import PastaError
+from pasta_cli.data import TaskSpec
+from pasta_cli.errors import Parser, one_line, run_cli
 
 PROG = "pasta-analyze"
+TASK_KEYS = tuple(f.name for f in fields(TaskSpec))  # named where a task key is unknown
 
 
 def positive(text: str) -> int:
@@ -35,7 +36,7 @@ def positive(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="{heads,norms,ablate}")
     out = dict(type=Path, default=None, help="folder for the numbers and figures (default outputs/analysis/...)")
 
@@ -97,15 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     # time_stamp, not run_stamp: run_stamp also sets PASTA_RUN_STAMP for a sweep's jobs, which would give every
     # later pasta-train started from this process (a test's subprocess) the same folder
     out = a.out or Path("outputs") / "analysis" / a.command / time_stamp()
-    try:
-        record = module.command(a, out)
-    except PastaError as e:
-        print(f"{PROG} {a.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (HydraException, OmegaConfBaseException) as e:  # a bad task=... or model=... override
-        from pasta_cli.train import one_line
-        print(f"{PROG} {a.command}: error: {one_line(e)}", file=sys.stderr)
-        return 2
+    # a bad task=... or model=... override is a config error: one line, as pasta-train says it
+    return run_cli(f"{PROG} {a.command}", lambda: report(module, a, out), explain=lambda e: one_line(e, TASK_KEYS))
+
+
+def report(module, a: argparse.Namespace, out: Path) -> int:
+    record = module.command(a, out)
     print("\n".join(module.report_lines(record)))
     print(f"files: {out}/")
     return 0

@@ -20,8 +20,8 @@ from pasta_cli.data import Collator, TaskSpec, as_spec, encode, load_task
 from pasta_cli.data.encode import MODEL_KEYS
 from pasta_cli.errors import PastaError
 from pasta_cli.pasta import PastaInjector, count_slots
-
-RUN_CONFIG = "config.yaml"  # a run folder's resolved config (training/artifacts.py)
+from pasta_cli.run_folder import ADAPTER, read_config
+from pasta_cli.run_folder import CONFIG as RUN_CONFIG
 
 
 @dataclass
@@ -42,8 +42,8 @@ def adapter_folder(path) -> tuple[Path, Path | None]:
     if not path.exists():
         raise PastaError(f"'{path}' does not exist: give a run folder written by pasta-train (it holds adapter/) "
                          "or an adapter folder")
-    if (path / "adapter").is_dir():
-        return path / "adapter", path
+    if (path / ADAPTER).is_dir():
+        return path / ADAPTER, path
     return path, (path.parent if (path.parent / RUN_CONFIG).is_file() else None)
 
 
@@ -139,8 +139,7 @@ def resolve_inputs(overrides: list[str], run_dir: Path | None) -> tuple[TaskSpec
         if not_dotted:
             raise PastaError(f"with a run folder, overrides are dotted keys on its config.yaml (task.data_dir=..., "
                              f"trainer.max_length=...), got {' '.join(not_dotted)}")
-        path = run_dir / RUN_CONFIG
-        cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(read_config(run_dir / RUN_CONFIG), OmegaConf.from_dotlist(overrides))
     else:
         cfg = compose(overrides)
     return as_spec(cfg.task), int(cfg.trainer.max_length), str(cfg.model.name_or_path)

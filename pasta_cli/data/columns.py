@@ -20,7 +20,7 @@ from typing import Any
 
 from pasta_cli.data.sources import Split
 from pasta_cli.data.spec import Kind
-from pasta_cli.errors import PastaError
+from pasta_cli.errors import PastaError, short
 
 NO_LABEL = -1
 FLOAT32_MAX = 3.4028234663852886e38  # regression scores are stored as float32 (task._dataset): past this, inf
@@ -58,7 +58,7 @@ def read_split(split: Split, kind: Kind, labels: Sequence[str] | None) -> tuple[
             out["label"].append(_score(value, where, split.label))
         elif token:
             if not isinstance(value, list) or len(value) != len(out["tokens"][-1]):
-                raise PastaError(f"{where}: column {split.label!r} holds {_short(value)}, expected a list of "
+                raise PastaError(f"{where}: column {split.label!r} holds {short(value)}, expected a list of "
                                  f"{len(out['tokens'][-1])} tags, one per token")
             out["label"].append([_class(t, lookup, labels, where, split.label) for t in value])
         else:
@@ -78,7 +78,7 @@ def name_labels(values: list, token: bool) -> tuple[list[str], list]:
 
 def _class(value: Any, lookup: dict[str, int] | None, labels: Sequence[str] | None, where: str, col: str) -> int | str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise PastaError(f"{where}: column {col!r} holds {_short(value)}, expected a class name or id")
+        raise PastaError(f"{where}: column {col!r} holds {short(value)}, expected a class name or id")
     name = str(value)
     if lookup is None:
         return name
@@ -99,16 +99,16 @@ def _score(value: Any, where: str, col: str) -> float:
         else:
             if math.isfinite(score) and abs(score) <= FLOAT32_MAX:
                 return score
-            raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a finite number (scores "
+            raise PastaError(f"{where}: score {short(value)} in column {col!r} is not a finite number (scores "
                              "are kept as 32-bit floats); expected a real score: a NaN or an infinity would make "
                              "every loss and prediction NaN")
-    raise PastaError(f"{where}: score {_short(value)} in column {col!r} is not a number")
+    raise PastaError(f"{where}: score {short(value)} in column {col!r} is not a number")
 
 
 def _text(value: Any, token: bool, where: str, col: str) -> str | list[str]:
     ok = isinstance(value, list) and all(isinstance(t, str) for t in value) if token else isinstance(value, str)
     if not ok:
-        raise PastaError(f"{where}: column {col!r} holds {_short(value)}, expected "
+        raise PastaError(f"{where}: column {col!r} holds {short(value)}, expected "
                          f"{'a list of tokens' if token else 'text'}")
     return value
 
@@ -116,7 +116,7 @@ def _text(value: Any, token: bool, where: str, col: str) -> str | list[str]:
 def _index(value: Any, where: str, col: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and _INTEGER.fullmatch(value):
         return int(value)
-    raise PastaError(f"{where}: index {_short(value)} in column {col!r} is not an integer")
+    raise PastaError(f"{where}: index {short(value)} in column {col!r} is not an integer")
 
 
 def _missing(where: str, col: str | None, record: dict, split: Split) -> PastaError:
@@ -130,8 +130,3 @@ def _missing(where: str, col: str | None, record: dict, split: Split) -> PastaEr
 def _names(labels: Sequence[str]) -> str:
     """Class names for a message, quoted where they hold what would break its one line (a newline, a comma)."""
     return ", ".join(n if n.isprintable() and "," not in n and n.strip() == n and n else repr(n) for n in labels)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

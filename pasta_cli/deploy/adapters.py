@@ -14,7 +14,8 @@ from pathlib import Path
 from pasta_cli.adapter import inference_settings, read_adapter_config
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
-from pasta_cli.multitask import TASK_NAME, MultiTaskPasta
+from pasta_cli.items import TASK_NAME
+from pasta_cli.multitask import MultiTaskPasta
 
 
 def named(values: list[str] | None, option: str, example: str) -> dict[str, str]:

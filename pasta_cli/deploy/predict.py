@@ -28,11 +28,12 @@ from pasta_cli.data import Kind, TaskData, TaskSpec, readers
 from pasta_cli.data import columns as cols
 from pasta_cli.data.sources import CONLL_LABEL, CONLL_TEXT, Split, positional
 from pasta_cli.deploy.adapters import load_tasks, named, run_task
-from pasta_cli.errors import Parser, PastaError
+from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.eval import submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_tsv
+from pasta_cli.items import parse_item
 from pasta_cli.modeling import AMP_DTYPES
-from pasta_cli.multitask import MultiTaskPasta, Task, parse_item
+from pasta_cli.multitask import MultiTaskPasta, Task
 
 PROG = "pasta-predict"
 FORMAT_OF = {ext: fmt for fmt, ext in readers.EXTENSIONS.items()}
@@ -178,11 +179,9 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     hf_logging.disable_progress_bar()  # "Loading weights" bars; ours counts rows
-    try:
-        run(argv)
-    except PastaError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
+    code = run_cli(PROG, lambda: run(argv))
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -43,9 +43,10 @@ from pasta_cli.adapter import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 from pasta_cli.deploy import schema
 from pasta_cli.deploy.adapters import load_tasks, named
 from pasta_cli.deploy.batcher import Batcher, QueueFull
-from pasta_cli.errors import Parser, PastaError
+from pasta_cli.errors import Parser, PastaError, run_cli
+from pasta_cli.items import TASK_NAME
 from pasta_cli.modeling import AMP_DTYPES
-from pasta_cli.multitask import TASK_NAME, MultiTaskPasta
+from pasta_cli.multitask import MultiTaskPasta
 
 PROG = "pasta-serve"
 log = logging.getLogger("pasta_cli.serve")
@@ -354,18 +355,23 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def start(argv: list[str] | None) -> tuple:
+    """(arguments, the bound socket, the app with every task loaded), or the first refusal."""
+    args = parser().parse_args(argv)
+    checked = check(args)  # a mistyped option is named before the port is taken
+    sock = listen(args.host, args.port)
+    return args, sock, load(args, checked)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     hf_logging.disable_progress_bar()  # "Loading weights" bars, once per task
-    try:
-        args = parser().parse_args(argv)
-        checked = check(args)  # a mistyped option is named before the port is taken
-        sock = listen(args.host, args.port)
-        app = load(args, checked)
-    except PastaError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
+    started: list = []
+    code = run_cli(PROG, lambda: started.append(start(argv)))
+    if code:
+        sys.exit(code)
+    args, sock, app = started[0]
     model = app.state.model
     print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}: http://{args.host}:{args.port} (POST /predict, "
           "GET /tasks /health /metrics)", file=sys.stderr, flush=True)

@@ -27,7 +27,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.config import RECIPES, SELECTIONS, compose
-from pasta_cli.errors import Parser
+from pasta_cli.errors import Parser, run_cli
 from pasta_cli.paper import submission
 from pasta_cli.paper.render import table_csv, table_markdown, write_table
 from pasta_cli.paper.results import Cell, collect_cells
@@ -211,9 +211,14 @@ def check_composes(plan: Plan) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """pasta-reproduce (exit codes: errors.run_cli; 1 also when a cell failed)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["submission"]:
         return submission.main(argv[1:])
+    return run_cli(PROG, lambda: _reproduce(argv))
+
+
+def _reproduce(argv: list[str]) -> int:
     p = parser()
     a = p.parse_intermixed_args(argv)
     try:

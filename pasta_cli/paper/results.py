@@ -6,24 +6,24 @@ paper prints them. Spread is the sample standard deviation (`statistics.stdev`) 
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pasta_cli.errors import PastaError
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import Column
-from pasta_cli.training.folder import is_running
+from pasta_cli.run_folder import RESULTS, TRAIN_LOG, is_finished, is_running, read_results
 
 
 def load_results(root: Path) -> list[dict]:
     """Every results.json under root (its run folder kept as `_dir`); unreadable ones are skipped."""
     out = []
-    for path in sorted(Path(root).rglob("results.json")):
+    for path in sorted(Path(root).rglob(RESULTS)):
         try:
-            r = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            r = read_results(path)
+        except PastaError:
             continue
         r["_dir"] = str(path.parent)
         out.append(r)
@@ -133,8 +133,8 @@ def collect_cells(plan: Plan, ran: set[str]) -> dict[tuple[str, str], Cell]:
             failed_dir, running = None, False
             for seed in plan.seeds:
                 d = plan.run_dir(col.task, row, seed)
-                if (d / "results.json").is_file():
-                    cell.runs.append({**json.loads((d / "results.json").read_text()), "_dir": str(d)})
+                if is_finished(d):
+                    cell.runs.append({**read_results(d), "_dir": str(d)})
                 elif is_running(d):
                     running = True
                 elif col.task in ran or d.exists():
@@ -143,7 +143,7 @@ def collect_cells(plan: Plan, ran: set[str]) -> dict[tuple[str, str], Cell]:
                 cell.status = "running"
             elif failed_dir is not None:
                 cell.status = "failed"
-                train_log = failed_dir / "train.log"
+                train_log = failed_dir / TRAIN_LOG
                 cell.log = str(train_log if train_log.is_file() else plan.log_path(col.task))
             elif len(cell.runs) == len(plan.seeds):
                 cell.status = "ok"

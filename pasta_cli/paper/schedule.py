@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from pasta_cli.methods import method_configs
 from pasta_cli.paper.tables import Table, data_folder
+from pasta_cli.run_folder import is_finished
 
 # One run's folder inside its column's sweep; `run_subdir` resolves the same string for a (row, seed).
 SUBDIR = "${method.name}-${oc.select:method.variant,na}-s${seed}"
@@ -127,7 +128,7 @@ class Plan:
     def todo(self, task: str) -> list[tuple[str, int]]:
         """The (row, seed) runs of a column that have no results.json yet."""
         return [(r, s) for r in self.rows for s in self.seeds
-                if not (self.run_dir(task, r, s) / "results.json").is_file()]
+                if not is_finished(self.run_dir(task, r, s))]
 
     def command(self, task: str, rows: list[str] | None = None, seeds: list[int] | None = None) -> list[str]:
         """The multirun for a task column (by default every row and seed; one cell's when given one row)."""

@@ -18,13 +18,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from pasta_cli.errors import Parser, PastaError
+from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.files import read_tsv, write_atomic
 from pasta_cli.paper.results import load_results, row_key
 from pasta_cli.paper.tables import table, table_names
-from pasta_cli.training.artifacts import test_file_name
+from pasta_cli.run_folder import ADAPTER, read_config, read_predictions, test_file_name
 
 # The leaderboard's file -> (task, its test split) whose predictions it holds; AX is MNLI's adapter on the
 # diagnostic set, WNLI has no run in the paper.
@@ -111,7 +109,7 @@ def gather(table_name: str, folder: Path, row: str, ax_file: Path | None, wnli_f
             entry.missing = f"no finished {row} run under {folder / task}"
             continue
         run_dir = Path(run["_dir"])
-        task_cfg = OmegaConf.load(run_dir / "config.yaml").task
+        task_cfg = read_config(run_dir).task
         if split == "ax":
             if ax_file is None or not ax_file.is_file():
                 entry.missing = f"no diagnostic file at {ax_file} (give --ax PATH)"
@@ -124,7 +122,7 @@ def gather(table_name: str, folder: Path, row: str, ax_file: Path | None, wnli_f
         if not path.is_file():
             entry.missing = f"{run_dir} has no {path.name}: it ran without that test split (scale paper writes them)"
             continue
-        entry.rows, entry.source = read_tsv(path), str(path)
+        entry.rows, entry.source = read_predictions(path), str(path)
         files = task_cfg.get("files") or {}
         test_file = Path(task_cfg.data_dir or "") / str(files.get(split, f"{split}.tsv"))
         check(name, entry.rows, test_file, vocabulary(task_cfg))
@@ -134,12 +132,12 @@ def gather(table_name: str, folder: Path, row: str, ax_file: Path | None, wnli_f
 def predict_with_adapter(run_dir: Path, inputs: Path) -> list[list[str]]:
     """A run's adapter on an unlabelled file, through pasta-predict (its GLUE-format TSV)."""
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "pasta_cli.deploy.predict", "--adapter", f"ax={run_dir / 'adapter'}",
+        cmd = [sys.executable, "-m", "pasta_cli.deploy.predict", "--adapter", f"ax={run_dir / ADAPTER}",
                "--input", f"ax={inputs}", "--output", out, "--no-progress"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise PastaError(f"pasta-predict on {inputs} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        return read_tsv(Path(out) / "ax.tsv")
+        return read_predictions(Path(out) / "ax.tsv")
 
 
 def write_zip(path: Path, entries: list[Entry]) -> Path:
@@ -154,8 +152,16 @@ def write_zip(path: Path, entries: list[Entry]) -> Path:
     return path
 
 
+PROG = "pasta-reproduce submission"
+
+
 def main(argv: list[str]) -> int:
-    p = Parser(prog="pasta-reproduce submission", description=__doc__.split("\n\n")[0])
+    """pasta-reproduce submission (exit codes: errors.run_cli)."""
+    return run_cli(PROG, lambda: submit(argv))
+
+
+def submit(argv: list[str]) -> int:
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("table", choices=table_names(),
                    help="the table whose best runs answer the test sets (Table 2 is the one on GLUE's test set)")
     p.add_argument("--scale", default="paper", help="the table's scale folder (default paper: the only one "
@@ -173,18 +179,13 @@ def main(argv: list[str]) -> int:
     folder = a.output_root / a.table / a.scale
     ax = a.ax or a.data_dir / "glue" / "diagnostic" / "diagnostic.tsv"
     wnli = a.data_dir / "glue" / "WNLI" / "test.tsv" if a.wnli_majority else None
-    try:
-        entries = gather(a.table, folder, a.row, ax, wnli)
-    except PastaError as e:
-        print(f"pasta-reproduce submission: error: {e}", file=sys.stderr)
-        return 2
+    entries = gather(a.table, folder, a.row, ax, wnli)
     for e in entries:
         print(f"{e.name:12s} " + (f"{len(e.rows) - 1} rows from {e.source}" if e.rows else f"missing: {e.missing}"))
     missing = [e.name for e in entries if e.rows is None]
     if missing and not a.partial:
-        print(f"pasta-reproduce submission: error: {len(missing)} of {len(entries)} files missing "
-              f"({', '.join(missing)}): no zip written; --partial writes one without them", file=sys.stderr)
-        return 2
+        raise PastaError(f"{len(missing)} of {len(entries)} files missing ({', '.join(missing)}): no zip written; "
+                         "--partial writes one without them")
     out = write_zip(a.output or folder / "submission.zip", entries)
     write_atomic(out.with_suffix(".txt"), "".join(f"{e.name}\t{e.source or 'missing: ' + e.missing}\n"
                                                  for e in entries))

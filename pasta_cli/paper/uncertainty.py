@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 from scipy import stats
 
 from pasta_cli.data.spec import CLASSIFICATION_METRICS, ENTITY_METRICS, REGRESSION_METRICS
 from pasta_cli.errors import PastaError
-from pasta_cli.files import read_tsv
+from pasta_cli.run_folder import CONFIG, DEV_PREDICTIONS, read_config, read_predictions
 
-PREDICTIONS = "dev_predictions.tsv"
 CONFUSION_METRICS = CLASSIFICATION_METRICS  # scored from the dev predictions' confusion of labels
 CORRELATIONS = REGRESSION_METRICS
 
@@ -50,7 +48,7 @@ def _ids(values: list[str], labels: list[str] | None) -> np.ndarray:
     if all(v.lstrip("-").isdigit() for v in values):
         return np.asarray([int(v) for v in values])
     if not labels:
-        raise PastaError(f"{PREDICTIONS}: class names {sorted(set(values))[:3]} but no label list to number them")
+        raise PastaError(f"{DEV_PREDICTIONS}: class names {sorted(set(values))[:3]} but no label list to number them")
     index = {name: i for i, name in enumerate(labels)}
     return np.asarray([index[v] for v in values])
 
@@ -127,16 +125,13 @@ def score(metric: str, table: np.ndarray, rows=None) -> np.ndarray:
 # ------------------------------------------------------------------------ runs in, gaps out
 def read_run(run_dir: str | Path, metric: str) -> tuple[list[str], np.ndarray]:
     """A run's dev examples (their index, in file order) and their counts for `metric`."""
-    path = Path(run_dir) / PREDICTIONS
-    try:
-        rows = read_tsv(path)
-    except OSError as e:
-        raise PastaError(f"cannot read {path}: {e.strerror}") from None
+    path = Path(run_dir) / DEV_PREDICTIONS
+    rows = read_predictions(path)
     if not rows or rows[0][:3] != ["index", "prediction", "label"]:
         raise PastaError(f"{path} has no label column: it was written before pasta-cli recorded dev labels; "
                          "re-run the cell to get a confidence interval")
-    config = Path(run_dir) / "config.yaml"
-    labels = OmegaConf.load(config).task.get("labels") if config.is_file() else None
+    config = Path(run_dir) / CONFIG
+    labels = read_config(config).task.get("labels") if config.is_file() else None
     body = rows[1:]
     return [r[0] for r in body], counts(metric, [r[1] for r in body], [r[2] for r in body], labels)
 

@@ -22,9 +22,9 @@ from pasta_cli.config import recipe_name
 from pasta_cli.eval import predictions, submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_json, write_tsv
 from pasta_cli.modeling import parameter_counts
+from pasta_cli.run_folder import ADAPTER, CONFIG, DEV_PREDICTIONS, METRICS, RESULTS, test_file_name
 
 FIGURE = "norms.png"
-CONFIG, METRICS, RESULTS, ADAPTER = "config.yaml", "metrics.jsonl", "results.json", "adapter"  # the names above
 
 
 def write_config(run_dir: Path, cfg) -> None:
@@ -56,16 +56,10 @@ def draw(run, run_dir: Path, step: int | None, suffix: str = "") -> Path | None:
     return run.method.figure(run.model, run.tokenizer, run.task.pair, run_dir / FIGURE, title)
 
 
-def test_file_name(split: str) -> str:
-    """The prediction file of an unlabelled test split: test -> test_predictions.tsv, test_matched ->
-    test_predictions_matched.tsv (what pasta-reproduce submission gathers)."""
-    return f"{split.replace('test', 'test_predictions', 1)}.tsv"
-
-
 def prediction_files(task) -> list[tuple[str, str]]:
     """(split, file name): dev predictions of the first evaluation split, and a GLUE submission file
     for every unlabelled test split (a labelled one, CoNLL-2003's or the built-in task's, is for scoring)."""
-    files = [(task.eval_splits[0], "dev_predictions.tsv")]
+    files = [(task.eval_splits[0], DEV_PREDICTIONS)]
     files += [(s, test_file_name(s)) for s in task.test_splits if not task.labelled(s)]
     return files
 
@@ -131,6 +125,6 @@ def summary_lines(record: dict, run_dir: Path) -> list[str]:
         f"{record['trainable_head']:,} head = {record['trainable']:,} ({record['trainable_pct']:.4f}% of "
         f"{record['backbone_params']:,})",
         f"  effective batch {record['effective_batch_size']} · wall time {record['wall_time_s']:.1f} s",
-        f"  files: {run_dir}/ (results.json, metrics.jsonl, adapter/, dev_predictions.tsv"
+        f"  files: {run_dir}/ ({RESULTS}, {METRICS}, {ADAPTER}/, {DEV_PREDICTIONS}"
         + (f", {FIGURE}" if (run_dir / FIGURE).exists() else "") + ")",
     ]

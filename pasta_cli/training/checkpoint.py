@@ -15,11 +15,11 @@ import torch
 from pasta_cli.errors import PastaError
 from pasta_cli.files import write_atomic
 from pasta_cli.modeling import load_trainable, trainable_tensors
+from pasta_cli.run_folder import CHECKPOINT as CHECKPOINT  # training/ and tests name it checkpoint.CHECKPOINT
 from pasta_cli.training import resume
 from pasta_cli.training.state import TrainState
 
 log = logging.getLogger("pasta")
-CHECKPOINT = "checkpoints/last.pt"
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:

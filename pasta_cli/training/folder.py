@@ -28,8 +28,7 @@ from omegaconf import OmegaConf
 
 from pasta_cli.errors import PastaError
 from pasta_cli.files import write_atomic
-from pasta_cli.training.artifacts import ADAPTER, CONFIG, METRICS, RESULTS
-from pasta_cli.training.checkpoint import CHECKPOINT
+from pasta_cli.run_folder import ADAPTER, CHECKPOINT, CONFIG, METRICS, RESULTS
 
 log = logging.getLogger("pasta")
 RUN_FILES = (CONFIG, METRICS, Path(CHECKPOINT).parts[0], ADAPTER, RESULTS)  # what makes a folder a run's
@@ -103,22 +102,6 @@ class FolderLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
-
-
-def is_running(run_dir: Path) -> bool:
-    """Whether a live pasta-train holds the folder's lock now (a report must not call its run failed). The probe
-    takes a shared lock for an instant; a job starting in that instant waits it out (FolderLock, PROBE_GRACE_S)."""
-    try:
-        fd = os.open(run_dir, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def is_empty(run_dir: Path) -> bool:
