@@ -21,7 +21,7 @@ from hydra import initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from pasta_cli import config_checks, paper
+from pasta_cli import config_checks, paper_data
 from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
@@ -138,7 +138,7 @@ def recipe_name(cfg) -> str:
     """The paper.yaml recipe whose budget the run trains on: the method's own, or PASTA's (recipe=pasta)."""
     if cfg.recipe not in RECIPES:
         raise PastaError(f"unknown recipe '{cfg.recipe}': choose one of {', '.join(RECIPES)}")
-    own = cfg.method.name if cfg.method.name in paper.value("recipes") else "pasta"
+    own = cfg.method.name if cfg.method.name in paper_data.value("recipes") else "pasta"
     return "pasta" if cfg.recipe == "pasta" else own
 
 
@@ -146,7 +146,7 @@ def recipe_value(key: str, default=_NO_DEFAULT, *, _root_):
     """${recipe:key[,default]}: the run's recipe value for `key` (its method, task and backbone), else the
     default (the task config's budget); under recipe=pasta, SHARED_BUDGET keys come from PASTA's recipe."""
     name = recipe_name(_root_) if key in SHARED_BUDGET else _root_.method.name
-    found = paper.recipe(name, _root_.task.name, _root_.model.tag).get(key, default)
+    found = paper_data.recipe(name, _root_.task.name, _root_.model.tag).get(key, default)
     if found is _NO_DEFAULT:
         raise PastaError(f"paper.yaml's recipe for {name} has no '{key}' (and the config gives no default)")
     return found
@@ -170,7 +170,7 @@ def sqlite_url(path: str) -> str:
 # Hydra 1.3 merges the two but says the matching is deprecated, on every run. The merge is what we want.
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
 
-for _name, _fn in (("run_stamp", run_stamp), ("paper", paper.value), ("recipe", recipe_value),
+for _name, _fn in (("run_stamp", run_stamp), ("paper", paper_data.value), ("recipe", recipe_value),
                    ("per_device", per_device), ("sqlite", sqlite_url)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

@@ -66,3 +66,13 @@ def test_an_upward_import_fails_the_check(tmp_path, module, upward, reported):
     done = lint(parent, tmp_path)
     assert done.returncode == 1, done.stdout[-3000:]
     assert reported in done.stdout and "BROKEN" in done.stdout, done.stdout[-3000:]
+
+
+def test_every_room_has_a_layer():
+    """A new module under pasta_cli/ must be placed in a layer, or the contract would not see it reach up."""
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layered = {name.strip() for c in contracts if c["type"] == "layers" for layer in c["layers"]
+               for name in layer.replace("|", ":").split(":")}
+    rooms = {f"pasta_cli.{p.stem}" for p in (ROOT / "pasta_cli").iterdir()
+             if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert rooms - {"pasta_cli.conf"} <= layered, f"not in any layer of pyproject's importlinter: {rooms - layered}"

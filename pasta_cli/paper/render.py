@@ -9,10 +9,10 @@ import statistics
 from pathlib import Path
 
 from pasta_cli.files import write_atomic
-from pasta_cli.paper import recipe, value
 from pasta_cli.paper.results import Cell
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import row_label, task_label
+from pasta_cli.paper_data import recipe, value
 
 # how a run picked its best evaluation (trainer.selection), as the table's text says it
 SELECTION_TEXT = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from pasta_cli.paper import value
+from pasta_cli.paper_data import value
 
 
 @dataclass(frozen=True)
