@@ -60,6 +60,7 @@ def cli(*args, cwd, env=None):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
 
 
+@pytest.mark.slow  # an interpreter per case (the cases below too): make test, not make test-fast
 @pytest.mark.parametrize("args,message", [
     (["method.variant=bogus"], "unknown method.variant 'bogus': choose one of full, cls_only, sep_only, shared, classifier_only"),
     (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
@@ -85,6 +86,7 @@ def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, messag
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     out = cli("task=boolq", cwd=tmp_path)
     assert out.returncode == 2
@@ -93,6 +95,7 @@ def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     assert "Could not find 'task/boolq'" in lines[0] and "rte" in lines[0] and "conll2003" in lines[0]
 
 
+@pytest.mark.slow
 def test_cfg_job_shows_the_values_a_run_uses(tmp_path):
     """`pasta-train --cfg job task=sst2` prints the resolved recipe (the authors' optimiser), not ${recipe:...}."""
     import yaml
