@@ -32,7 +32,7 @@ test: install  ## lint first (a finding names file:line), then the tests, the in
 # subprocess (those tests are marked slow). `make test` (everything) is still what CI runs.
 FAST_TESTS := tests/test_pasta.py tests/test_adapter.py tests/test_multitask.py tests/test_packing.py \
 	tests/test_optimiser.py tests/test_data.py tests/test_metrics.py tests/test_files.py tests/test_uncertainty.py \
-	tests/test_method_doc.py tests/test_recipes.py tests/test_cli.py
+	tests/test_method_doc.py tests/test_recipes.py tests/test_cli.py $(wildcard tests/test_run_folder.py)
 test-fast: install
 	$(VENV)/bin/ruff check .
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not fuzz" $(FAST_TESTS)
