@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra.errors import MissingConfigException
+from runner_fixtures import pasta_train
 
 from pasta_cli import paper
 from pasta_cli.config import compose, task_spec
@@ -60,15 +61,12 @@ def cli(*args, cwd, env=None):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
 
 
-@pytest.mark.parametrize("args,message", [
+# refusals of the settings alone; the cases that reach the hub or the disk run in a new interpreter below
+CONFIG_ERRORS = [
     (["method.variant=bogus"], "unknown method.variant 'bogus': choose one of full, cls_only, sep_only, shared, classifier_only"),
     (["trainer.precision=fp16"], "trainer.precision=fp16 needs a CUDA GPU"),
     (["trainer.precision=fp8"], "unknown trainer.precision 'fp8'"),
     (["recipe=mine"], "unknown recipe 'mine': choose one of own, pasta"),
-    (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
-    (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
-    (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),
-    (["model=modernbert-base", "task.builtin.train_size=8"], "model=minilm"),  # today's encoders: the same hint
     (["trainer.packing=true"], "trainer.packing=true serves token classification only"),
     # a baseline's settings are refused before its model loads, not once the run folder is written
     # typed settings (each method's dataclass, in Hydra's ConfigStore): a wrong type or a key the method lacks
@@ -80,16 +78,38 @@ def cli(*args, cwd, env=None):
     (["method=diff_prune", "method.sparsity=2"], "method.sparsity 2.0: give the fraction of backbone weights"),  # a float
     (["method=lora", "method.r=0"], "method.r 0: give the LoRA rank"),
     (["method=prefix", "method.length=0"], "method.length 0: give the prefix length"),
-])
+]
+OFFLINE_ERRORS = [
+    (["task=rte", "task.data_dir=/nonexistent/RTE"], "/nonexistent/RTE"),
+    (["task=rte"], "task.data_dir="),                       # no hub access: names the offline option
+    (["model=bert-base", "task.builtin.train_size=8"], "model=minilm"),
+    (["model=modernbert-base", "task.builtin.train_size=8"], "model=minilm"),  # today's encoders: the same hint
+]
+
+
+def one_error_line_and_no_run_folder(code, stderr, run_dir, message):
+    assert code == 2, stderr
+    lines = [l for l in stderr.splitlines() if l.startswith("pasta-train: error:")]
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args,message", CONFIG_ERRORS)
+def test_setting_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
+    """pasta-train's main() in this process (runner_fixtures.pasta_train): no interpreter start per case."""
+    code, _, stderr = pasta_train(*args, f"hydra.run.dir={tmp_path}/run")
+    one_error_line_and_no_run_folder(code, stderr, tmp_path / "run", message)
+
+
+@pytest.mark.slow  # an interpreter per case (the cases below too): make test, not make test-fast
+@pytest.mark.parametrize("args,message", OFFLINE_ERRORS)
 def test_user_errors_are_one_line_and_leave_no_run_folder(tmp_path, args, message):
     out = cli(*args, f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    lines = [l for l in out.stderr.splitlines() if l.startswith("pasta-train: error:")]
-    assert len(lines) == 1 and message in lines[0], out.stderr
-    assert "Traceback" not in out.stderr
-    assert not (tmp_path / "run").exists()
+    one_error_line_and_no_run_folder(out.returncode, out.stderr, tmp_path / "run", message)
 
 
+@pytest.mark.slow
 def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     out = cli("task=boolq", cwd=tmp_path)
     assert out.returncode == 2
@@ -98,6 +118,7 @@ def test_unknown_task_on_the_command_line_lists_the_tasks(tmp_path):
     assert "Could not find 'task/boolq'" in lines[0] and "rte" in lines[0] and "conll2003" in lines[0]
 
 
+@pytest.mark.slow
 def test_cfg_job_shows_the_values_a_run_uses(tmp_path):
     """`pasta-train --cfg job task=sst2` prints the resolved recipe (the authors' optimiser), not ${recipe:...}."""
     import yaml

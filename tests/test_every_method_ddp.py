@@ -18,31 +18,41 @@ pytestmark = pytest.mark.slow
 METHODS = ["pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"]
 VARIANTS = ["full", "cls_only", "sep_only", "shared", "classifier_only"]
 STEPS = 3
+# two sweeps in one launch would need a product of method x variant; the variants are PASTA's alone, so the
+# methods go as one multirun and PASTA's other variants as a second (one torchrun each, one test case each)
+SWEEPS = {
+    "methods": (f"method={','.join(METHODS)}",
+                {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na",
+                 "adapter-na", "diff_prune-na"}),
+    "variants": (f"method.variant={','.join(VARIANTS[1:4])}", {"pasta-cls_only", "pasta-sep_only", "pasta-shared"}),
+}
 
 
-def test_every_method_trains_under_torchrun_with_two_processes(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp") / "tiny-bert"
     model, tok = tiny("bert")
-    model.save_pretrained(tmp_path / "tiny-bert")
-    tok.save_pretrained(tmp_path / "tiny-bert")
-    sweep = tmp_path / "sweep"
-    common = [f"model.name_or_path={tmp_path / 'tiny-bert'}", "model.tag=tiny-bert", "task.builtin.train_size=64",
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("sweep", sorted(SWEEPS))
+def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, tiny_bert, sweep):
+    sweep_over, want = SWEEPS[sweep]
+    sweep_dir = tmp_path / "sweep"
+    common = [f"model.name_or_path={tiny_bert}", "model.tag=tiny-bert", "task.builtin.train_size=64",
               "task.builtin.dev_size=16", "task.builtin.test_size=8", f"trainer.max_steps={STEPS}",
               "trainer.batch_size=4", "trainer.eval_batch_size=16", "trainer.max_length=32", "trainer.epochs=1",
-              "trainer.progress=false", f"hydra.sweep.dir={sweep}",
+              "trainer.progress=false", f"hydra.sweep.dir={sweep_dir}",
               "hydra.sweep.subdir=${method.name}-${oc.select:method.variant,na}"]
-    # two sweeps in one launch would need a product of method x variant; the variants are PASTA's alone, so
-    # the methods go as one multirun and PASTA's other variants as a second (both under one torchrun each)
-    for sweep_over in (f"method={','.join(METHODS)}", f"method.variant={','.join(VARIANTS[1:4])}"):
-        cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), *TRAIN, "-m", sweep_over,
-               *common]
-        out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.rglob("results.json")}
-    want = {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na", "adapter-na",
-            "diff_prune-na",
-            "pasta-cls_only", "pasta-sep_only", "pasta-shared"}
+    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), *TRAIN, "-m", sweep_over, *common]
+    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.rglob("results.json")}
     assert set(results) == want
     for name, r in results.items():
         assert r["devices"] == 2 and r["steps"] == STEPS and r["effective_batch_size"] == 8, name
         assert r["trainable"] > 0 and r["recipe"] == ("pasta" if name.startswith("pasta") else name.split("-")[0])
-    assert results["pasta-classifier_only"]["trainable_method"] == 0
+    if sweep == "methods":
+        assert results["pasta-classifier_only"]["trainable_method"] == 0

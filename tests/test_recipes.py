@@ -46,6 +46,7 @@ def test_every_recipe_entry_names_its_source():
     assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"}
 
 
+@pytest.mark.slow  # 24 compositions per method (about 5 s each on 2 cores): make test, not make test-fast
 @pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta", "adapter", "diff_prune"])
 def test_the_composed_config_carries_the_recipe(method):
     for model in MODELS:

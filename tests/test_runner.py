@@ -11,6 +11,7 @@ from pasta_cli.config import compose
 from pasta_cli.errors import PastaError
 from pasta_cli.train import run_job
 
+pytestmark = pytest.mark.slow  # every case trains the packaged MiniLM a few steps
 DATA = Path(os.environ.get("PASTA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real GLUE/CoNLL files not found at {DATA} (../shared/data)")
 
