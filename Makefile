@@ -29,11 +29,13 @@ test: install  ## lint first (a finding names file:line), the import layers (pyp
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # the edit loop (under two minutes on 2 cores): the library, the data layer, metrics, files, adapters and mixed
-# batches, on tiny models, and the config compositions (recipes, Table 6, the documented keys); no training run, no
-# subprocess (those tests are marked slow). `make test` (everything) is still what CI runs.
+# batches, on tiny models, the config compositions (recipes, Table 6, the documented keys), the run folder, the method
+# registry and the import layers; no training run, no pasta-train process (those tests are marked slow). `make test`
+# (everything) is still what CI runs.
 FAST_TESTS := tests/test_pasta.py tests/test_adapter.py tests/test_multitask.py tests/test_packing.py \
 	tests/test_optimiser.py tests/test_data.py tests/test_metrics.py tests/test_files.py tests/test_uncertainty.py \
-	tests/test_method_doc.py tests/test_recipes.py tests/test_cli.py $(wildcard tests/test_run_folder.py)
+	tests/test_method_doc.py tests/test_recipes.py tests/test_cli.py tests/test_run_folder.py tests/test_methods.py \
+	tests/test_layers.py
 test-fast: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
