@@ -11,6 +11,10 @@ backbone with one call, PEFT-style.
 LoRA's adapter/ is PEFT's own format (its adapter_config.json and adapter_model.safetensors, which
 `PeftModel.from_pretrained` loads), plus `pasta_config.json` with the keys above, which PEFT ignores.
 
+PASTA's adapter_config.json also carries PEFT's keys (`peft_type: PASTA`, `task_type`, `base_model_name_or_path`,
+`modules_to_save`, `slot_token_ids`): the same folder loads with `PeftModel.from_pretrained` once `pasta_cli.peft`
+is imported, and a folder PEFT saves for PASTA loads here (pasta_cli/peft/config.py says how).
+
 `inference_settings` is the one reader of the inference keys (pasta-predict, pasta-serve,
 MultiTaskPasta and load_adapter all call it), so a copied adapter/ folder, away from its run, reads
 and truncates its inputs exactly as the run did. An adapter written before these keys existed falls
@@ -35,6 +39,7 @@ from pasta_cli.errors import PastaError
 from pasta_cli.files import file_mode, write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers, hf_model
+from pasta_cli.peft import head_modules, peft_keys
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "adapter_config.json"
@@ -71,6 +76,8 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
         "id2label": {str(k): v for k, v in inner.config.id2label.items()}, "task": task,
         "max_length": max_length, "task_spec": task_spec, "tokenizer": tokenizer_policy(head),
     }
+    if m.name == "pasta":  # PEFT's keys too: PeftModel.from_pretrained loads the same folder (pasta_cli.peft)
+        config.update(peft_keys(inner.pasta.slot_token_ids.tolist(), head, backbone, head_modules(inner)))
     if m.peft:
         # PEFT writes its own files; written beside the folder first and renamed in one by one, so a crash
         # mid-save leaves each file whole (the previous version or the new one)
