@@ -16,8 +16,13 @@ import os
 import numpy as np
 from datasets import load_dataset
 from peft import get_peft_model
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                          TrainingArguments)
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
 
 from pasta_cli.peft import PastaConfig
 
@@ -48,7 +53,8 @@ def load_data(data_dir: str, max_train, max_eval):
     files = {s: os.path.join(data_dir, f"{s}.tsv") for s in ("train", "dev")}
     data = load_dataset("csv", data_files=files, delimiter="\t", quoting=3)  # GLUE's TSVs: no quoting
     if max_train and max_train < len(data["train"]):  # the rows pasta-train's task.max_train_samples keeps
-        data["train"] = data["train"].select(sorted(np.random.default_rng(0).permutation(len(data["train"]))[:max_train]))
+        keep = np.random.default_rng(0).permutation(len(data["train"]))[:max_train]
+        data["train"] = data["train"].select(sorted(keep))
     if max_eval:
         data["dev"] = data["dev"].select(range(min(max_eval, len(data["dev"]))))
     return data
