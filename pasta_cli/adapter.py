@@ -39,7 +39,6 @@ from pasta_cli.errors import PastaError
 from pasta_cli.files import file_mode, write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers, hf_model
-from pasta_cli.peft import head_modules, peft_keys
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "adapter_config.json"
@@ -77,6 +76,8 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
         "max_length": max_length, "task_spec": task_spec, "tokenizer": tokenizer_policy(head),
     }
     if m.name == "pasta":  # PEFT's keys too: PeftModel.from_pretrained loads the same folder (pasta_cli.peft)
+        from pasta_cli.peft import head_modules, peft_keys  # PEFT is imported only where it is used, as LoRA's
+
         config.update(peft_keys(inner.pasta.slot_token_ids.tolist(), head, backbone, head_modules(inner)))
     if m.peft:
         # PEFT writes its own files; written beside the folder first and renamed in one by one, so a crash

@@ -176,6 +176,8 @@ def test_mixed_batches_refuse_training_mode_unknown_names_and_heads_of_other_sha
     model.eval()
     with pytest.raises(PastaError, match="no PASTA adapter.*'nope'"):
         model(**enc, adapter_names=["default", "nope", "other"])
+    with pytest.raises(PastaError, match="2 names for a batch of 3 rows"):
+        model(**enc, adapter_names=["default", "other"])
     model.base_model.model.classifier.modules_to_save["other"] = torch.nn.Linear(32, 3)
     with pytest.raises(PastaError, match="heads of different shapes"):
         model(**enc, adapter_names=["default", "other", "other"])

@@ -56,6 +56,9 @@ class PastaLayer(nn.Module, BaseTunerLayer):
     def locate(self, input_ids, attention_mask=None, special_tokens_mask=None, starts=None):
         current = None
         if self.row_names is not None:
+            if len(self.row_names) != input_ids.shape[0]:
+                raise PastaError(f"adapter_names has {len(self.row_names)} names for a batch of {input_ids.shape[0]} "
+                                 "rows: give one adapter name per row")
             current = self._rows(input_ids.device)
         elif not self.disable_adapters:
             active = [a for a in self.active_adapters if a in self.injector]
