@@ -11,6 +11,10 @@ backbone with one call, PEFT-style.
 LoRA's adapter/ is PEFT's own format (its adapter_config.json and adapter_model.safetensors, which
 `PeftModel.from_pretrained` loads), plus `pasta_config.json` with the keys above, which PEFT ignores.
 
+PASTA's adapter_config.json also carries PEFT's keys (`peft_type: PASTA`, `task_type`, `base_model_name_or_path`,
+`modules_to_save`, `slot_token_ids`): the same folder loads with `PeftModel.from_pretrained` once `pasta_cli.peft`
+is imported, and a folder PEFT saves for PASTA loads here (pasta_cli/peft/config.py says how).
+
 `inference_settings` is the one reader of the inference keys (pasta-predict, pasta-serve,
 MultiTaskPasta and load_adapter all call it), so a copied adapter/ folder, away from its run, reads
 and truncates its inputs exactly as the run did. An adapter written before these keys existed falls
@@ -71,6 +75,10 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
         "id2label": {str(k): v for k, v in inner.config.id2label.items()}, "task": task,
         "max_length": max_length, "task_spec": task_spec, "tokenizer": tokenizer_policy(head),
     }
+    if m.name == "pasta":  # PEFT's keys too: PeftModel.from_pretrained loads the same folder (pasta_cli.peft)
+        from pasta_cli.peft import head_modules, peft_keys  # PEFT is imported only where it is used, as LoRA's
+
+        config.update(peft_keys(inner.pasta.slot_token_ids.tolist(), head, backbone, head_modules(inner)))
     if m.peft:
         # PEFT writes its own files; written beside the folder first and renamed in one by one, so a crash
         # mid-save leaves each file whole (the previous version or the new one)

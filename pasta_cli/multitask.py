@@ -34,7 +34,8 @@ from pasta_cli.backbones import HEADS, load_config, load_model, load_tokenizer, 
 from pasta_cli.errors import PastaError
 from pasta_cli.items import TASK_NAME, parse_item, prediction
 from pasta_cli.modeling import AMP_DTYPES, encoder_layers, freeze
-from pasta_cli.pasta import attach, check_input_form, count_slots, slot_positions, special_tokens, template_token_ids
+from pasta_cli.pasta import RowInjector as MixedInjector
+from pasta_cli.pasta import attach, count_slots, stack_vectors, template_token_ids
 
 
 @dataclass(eq=False)  # a task is itself: hashed by identity, so a replaced task is told from its successor
@@ -68,30 +69,6 @@ class SharedOutput(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.output
-
-
-class MixedInjector(nn.Module):
-    """PastaInjector's job for a batch whose rows belong to different tasks (see the module doc)."""
-
-    def __init__(self, num_layers: int, hidden_size: int, slot_token_ids):
-        super().__init__()
-        self.register_buffer("table", torch.zeros(num_layers, 0, hidden_size))
-        self.register_buffer("slot_token_ids", torch.tensor(list(slot_token_ids), dtype=torch.long))
-        self.row_maps = None    # (batch, P max): each row's slot -> index into `table`, -1 for none
-        self.row_slots = None   # (batch,): each row's own slot count
-        self._where = None
-
-    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None, starts=None):
-        # one task per row: a packed row (several sequences) would mix tasks in one row's map
-        if starts is not None and bool((starts.sum(dim=1) > 1).any()):
-            raise PastaError("a mixed-task batch holds one input per row: pad the batch instead of packing it")
-        is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
-        check_input_form(is_special.sum(dim=1), self.row_slots)
-        self._where = slot_positions(is_special, self.row_maps)
-
-    def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
-        rows, cols, vector = self._where
-        return hidden.index_put((rows, cols), self.table[layer, vector].to(hidden.dtype), accumulate=True)
 
 
 class MultiTaskPasta:
@@ -223,17 +200,11 @@ class MultiTaskPasta:
 
     def _rebuild(self) -> None:
         """One table of every task's vectors and each task's slot map into it (a few KB per task)."""
-        maps, offset, tables = [], 0, []
-        width = max((t.num_slots for t in self.tasks.values()), default=1)
-        for task in self.tasks.values():
-            m = [v + offset if v >= 0 else -1 for v in task.slot_to_vector]
-            maps.append(m + [-1] * (width - len(m)))
-            offset += task.vectors.shape[1]
-            tables.append(task.vectors)
-        hidden = self.config.hidden_size
-        self.injector.table = torch.cat([torch.zeros(self.layers, 0, hidden), *tables], dim=1).to(self.device)
-        self._maps = torch.tensor(maps or [[-1]], dtype=torch.long, device=self.device)
-        self._slots = torch.tensor([t.num_slots for t in self.tasks.values()] or [0], device=self.device)
+        tasks = list(self.tasks.values())
+        table, maps = (stack_vectors([t.vectors for t in tasks], [t.slot_to_vector for t in tasks]) if tasks else
+                       (torch.zeros(self.layers, 0, self.config.hidden_size), torch.tensor([[-1]])))
+        self.injector.table, self._maps = table.to(self.device), maps.to(self.device)
+        self._slots = torch.tensor([t.num_slots for t in tasks] or [0], device=self.device)
         self._index = {name: i for i, name in enumerate(self.tasks)}
 
     # ------------------------------------------------------------------------------------ inputs

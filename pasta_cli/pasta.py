@@ -198,6 +198,43 @@ class PastaInjector(AddedModule):
         return hidden.index_put((rows, cols), added, accumulate=True)
 
 
+class RowInjector(nn.Module):
+    """PastaInjector's job for a batch whose rows belong to different tasks: one table of every task's vectors
+    (`stack_vectors`), and per row its task's slot map into it (`row_maps`, -1: no vector) and slot count
+    (`row_slots`). Shared by MultiTaskPasta and the PEFT tuner's `adapter_names=` batches (pasta_cli.peft)."""
+
+    def __init__(self, num_layers: int, hidden_size: int, slot_token_ids):
+        super().__init__()
+        self.register_buffer("table", torch.zeros(num_layers, 0, hidden_size))
+        self.register_buffer("slot_token_ids", torch.tensor(list(slot_token_ids), dtype=torch.long))
+        self.row_maps = None    # (batch, P max): each row's slot -> index into `table`, -1 for none
+        self.row_slots = None   # (batch,): each row's own slot count
+        self._where = None
+
+    def locate(self, input_ids, attention_mask=None, special_tokens_mask=None, starts=None):
+        # one task per row: a packed row (several sequences) would mix tasks in one row's map
+        if starts is not None and bool((starts.sum(dim=1) > 1).any()):
+            raise PastaError("a mixed-task batch holds one input per row: pad the batch instead of packing it")
+        is_special = special_tokens(input_ids, self.slot_token_ids, attention_mask, special_tokens_mask)
+        check_input_form(is_special.sum(dim=1), self.row_slots)
+        self._where = slot_positions(is_special, self.row_maps)
+
+    def inject(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        rows, cols, vector = self._where
+        return hidden.index_put((rows, cols), self.table[layer, vector].to(hidden.dtype), accumulate=True)
+
+
+def stack_vectors(vectors, maps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(table, maps): the tasks' vectors, each (layers, its vectors, hidden), side by side in one table, and each
+    task's slot-to-vector map shifted into it, padded with -1 to the widest (one row per task)."""
+    shifted, offset = [], 0
+    width = max((len(m) for m in maps), default=1)
+    for v, m in zip(vectors, maps):
+        shifted.append([i + offset if i >= 0 else -1 for i in m] + [-1] * (width - len(m)))
+        offset += v.shape[1]
+    return torch.cat(list(vectors), dim=1), torch.tensor(shifted or [[-1]], dtype=torch.long)
+
+
 def _find_slots(injector):
     """The model's pre-hook consumer: locate the batch's slots once, before layer 0 runs (in a packed batch,
     per sequence: its position_ids or the flattening collator's cu_seq_lens_q say where each begins)."""
