@@ -1,7 +1,8 @@
-"""Issue #23, parts 5 and 6: trackers (logger=mlflow | tensorboard | csv | wandb | none, or a list of them) and
+"""Issue #23, parts 5, 6 and 4: trackers (logger=mlflow | tensorboard | csv | wandb | none, or a list of them) and
 the manifest in every results.json. Each tracker's files are read back with its own reader (MlflowClient,
 TensorBoard's EventAccumulator, the csv module) and must hold what the run's metrics.jsonl holds; a tracker that
-fails warns once and the run finishes; results.json names the versions installed and the code's commit."""
+fails warns once and the run finishes; results.json names the versions installed and the code's commit; every
+adapter/ holds a Hub model card (README.md) that huggingface_hub reads back."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 from PIL import Image
 from runner_fixtures import TINY_BUILTIN, TINY_RUN, pasta_train, save_tiny_bert
 
@@ -201,6 +203,8 @@ def test_an_unwritable_mlflow_store_warns_once_and_the_run_finishes(tmp_path, ca
     assert len(warnings) == 1 and warnings[0].startswith("mlflow logging is off for this run (")
     assert results["steps"] == 2 and (tmp_path / "run" / "results.json").is_file()
     assert read_csv(tmp_path / "run" / "csv")["results"]["steps"] == "2"  # the other tracker went on
+    card = ModelCard.load(tmp_path / "run" / "adapter" / "README.md")
+    assert card.data.base_model is None and card.data.tags[0] == "pasta"  # a local folder is no Hub id
 
 
 # --------------------------------------------------------------------------------------------- a real run
@@ -256,6 +260,16 @@ def test_a_run_with_three_trackers_mirrors_metrics_jsonl_and_records_its_manifes
     if shutil.which("git") and manifest.git_state():
         assert m["git_commit"] == git("rev-parse", "HEAD")
         assert m["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
+    # adapter/README.md: the Hub's model card, read back by huggingface_hub
+    card = ModelCard.load(run_dir / "adapter" / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (card.data.library_name, card.data.pipeline_tag) == ("pasta-cli", "text-classification")
+    assert "pasta" in card.data.tags and card.data.metrics == ["accuracy"]
+    (score,) = card.data.eval_results
+    assert (score.metric_type, score.dataset_split) == ("accuracy", "validation")
+    assert score.metric_value == results["best_scores"]["validation"]["accuracy"]
+    assert "Parameter-Efficient Tuning with Special Token Adaptation" in card.text
+    assert "load_adapter(" in card.text and f"| seed | {results['seed']} |" in card.text
 
 
 # --------------------------------------------------------------------------------------------- the manifest

@@ -26,6 +26,7 @@ from pasta_cli.modeling import load_trainable, trainable_tensors
 from pasta_cli.training import artifacts, checkpoint, dist, resume
 from pasta_cli.training.build import Run, build
 from pasta_cli.training.loggers import make_logger
+from pasta_cli.training.model_card import write_card
 from pasta_cli.training.state import TrainState
 from pasta_cli.training.step import autocast, to_device, train_step
 
@@ -259,6 +260,7 @@ def finish(run: Run, state: TrainState, run_dir: Path, logger) -> dict:
         logger.image(f"{figure.stem}_best", figure)
     record = artifacts.results(run, state, final)
     artifacts.write_results(run_dir, record)
+    write_card(run_dir / artifacts.ADAPTER, run.cfg, record)  # adapter/README.md, the Hub's model card
     logger.summary(record)
     return record
 
