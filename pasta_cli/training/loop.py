@@ -259,8 +259,8 @@ def finish(run: Run, state: TrainState, run_dir: Path, logger) -> dict:
     if figure:
         logger.image(f"{figure.stem}_best", figure)
     record = artifacts.results(run, state, final)
-    artifacts.write_results(run_dir, record)
     write_card(run_dir / artifacts.ADAPTER, run.cfg, record)  # adapter/README.md, the Hub's model card
+    artifacts.write_results(run_dir, record)  # last: the run is finished
     logger.summary(record)
     return record
 
