@@ -320,3 +320,56 @@ def test_a_tables_versions_line_names_shared_values_once_and_mixed_ones(tmp_path
     plan = Plan(table("table4"), ("full",), (1, 2), "cpu", str(tmp_path / "data"), tmp_path / "out", ("rte",))
     md = reproduce(plan, run=False, echo=lambda *a: None).table_md.read_text()
     assert "\nVersions of the 2 run(s) in this table" in md and "torch mixed (2.12.0 / 2.13.0)" in md
+
+
+# --------------------------------------------------------------------------------------------- pasta-push
+class FakeHub:
+    calls: list = []
+
+    def create_repo(self, repo_id, **kw):
+        FakeHub.calls.append(("create_repo", repo_id, kw))
+
+    def upload_folder(self, **kw):
+        FakeHub.calls.append(("upload_folder", kw))
+        if kw["repo_id"] == "me/down":
+            raise ConnectionError("Failed to resolve 'huggingface.co'\nmore")
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kw['repo_id']}/commit/abc"})()
+
+
+def test_pasta_push_uploads_the_adapter_folder_with_its_card_or_says_why_not(tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+    from tiny_models import tiny
+
+    from pasta_cli.adapter import save_adapter
+    from pasta_cli.deploy.push import main
+    from pasta_cli.methods import apply_method
+
+    model, tokenizer = tiny("bert")
+    model = apply_method(model, tokenizer, {"name": "pasta", "variant": "full"}, pair=True)
+    adapter = save_adapter(model, tmp_path / "run" / "adapter", backbone="tiny", head="classification", pair=True,
+                           task="rte", method="pasta", settings={"name": "pasta", "variant": "full"})
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeHub)
+    FakeHub.calls = []
+
+    def push(*argv):
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return e.value.code, out.out + out.err
+
+    code, said = push(str(tmp_path / "run"), "--repo-id", "me/rte")
+    assert code == 2 and "has no README.md (the model card pasta-train writes" in said and not FakeHub.calls
+    (adapter / "README.md").write_text("---\nlibrary_name: pasta-cli\n---\n")
+    code, said = push(str(tmp_path / "run"), "--repo-id", "me/rte", "--private")
+    assert code == 0 and said == "pasta-push: pushed: https://huggingface.co/me/rte/commit/abc\n"
+    assert FakeHub.calls[0] == ("create_repo", "me/rte", {"private": True, "exist_ok": True})
+    upload = FakeHub.calls[1][1]
+    assert upload["folder_path"] == str(adapter) and upload["commit_message"] == "pasta-cli: rte adapter"
+    code, said = push(str(adapter), "--repo-id", "me/down")
+    assert code == 1 and said.startswith(f"pasta-push: error: cannot push '{adapter}' to me/down (ConnectionError: "
+                                         "Failed to resolve 'huggingface.co'): check the network")
+    code, said = push(str(tmp_path), "--repo-id", "me/rte")
+    assert code == 2 and "no adapter_config.json in" in said
+    code, said = push(str(adapter), "--repo-id", "rte")
+    assert code == 2 and "--repo-id 'rte': give user/name or org/name" in said
