@@ -12,6 +12,7 @@ trackers and the run folder's own files go on as always (docs/RELIABILITY.md).
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -131,8 +132,6 @@ class CsvTracker:
         self.dir = Path(settings.get("dir") or Path(run_dir) / "csv")
         self.rows: list[dict] = []
         if (self.dir / "metrics.csv").is_file():  # a resumed run: what it logged before
-            import csv
-
             with open(self.dir / "metrics.csv", newline="") as f:
                 self.rows = list(csv.DictReader(f))
         self.resumed = bool(self.rows)
