@@ -7,6 +7,9 @@
     adapter/              the best model's adapter (pasta_cli.adapter)
     checkpoints/last.pt   the training state a resume continues from
     dev_predictions.tsv   the best model on the first evaluation split; test_predictions*.tsv: GLUE's files
+    norms.png             the method's own figure (PASTA: the paper's Figure 4)
+    adapter/README.md     the adapter's Hub model card
+    csv/, tensorboard/    what logger=csv / logger=tensorboard mirror (training/trackers.py)
 
 Each reader refuses a missing or damaged file with one PastaError line naming the file and what would be
 right. Bottom layer: this module imports only errors and files (and the standard library, OmegaConf).
@@ -30,6 +33,9 @@ CONFIG, METRICS, RESULTS, ADAPTER = "config.yaml", "metrics.jsonl", "results.jso
 CHECKPOINT = "checkpoints/last.pt"
 TRAIN_LOG = "train.log"
 DEV_PREDICTIONS = "dev_predictions.tsv"
+FIGURE = "norms.png"
+CARD = "README.md"  # in ADAPTER: the Hub model card
+CSV_DIR, TENSORBOARD_DIR = "csv", "tensorboard"
 FINISHED = "a finished pasta-train run writes it last"  # what a results.json reader would want
 
 

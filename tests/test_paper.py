@@ -448,7 +448,7 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
     (["table4", "--tasks", "sst2"], "--tasks: sst2 is no column of table4; choose from cola, rte, mrpc, stsb"),
     (["table4", "--nproc", "0"], "--nproc 0: give 1 or more"),
     (["table4", "--jobs", "0"], "--jobs 0: give 1 or more task columns"),
-    (["table4", "--logger", "tensorboard"], "invalid choice: 'tensorboard'"),
+    (["table4", "--logger", "neptune"], "invalid choice: 'neptune'"),
     (["table4", "--data-dir", "/nowhere", "trainer.epochz=3"], "do not compose"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, says, capsys, tmp_path):

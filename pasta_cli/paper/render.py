@@ -12,6 +12,7 @@ from pasta_cli.files import write_atomic
 from pasta_cli.paper.results import Cell
 from pasta_cli.paper.schedule import Plan, shell
 from pasta_cli.paper.tables import row_label, task_label
+from pasta_cli.paper.versions import versions_line
 from pasta_cli.paper_data import recipe, value
 
 # how a run picked its best evaluation (trainer.selection), as the table's text says it
@@ -185,7 +186,8 @@ def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], g
           "trained, the head included (RoBERTa-large's head, 1,051,650, outweighs LoRA's 786,432). `recipe`: whose "
           "training recipe the row used (pasta_cli/paper.yaml `recipes`, docs/BASELINES.md)"
           + (": every row on PASTA's budget (--recipe pasta)" if plan.recipe == "pasta" else "") + ".\n\n",
-          markdown_table(header, body), gaps_markdown(plan, gaps or {}), "\n## Run\n"]
+          markdown_table(header, body), versions_line([r for c in cells.values() for r in c.runs]),
+          gaps_markdown(plan, gaps or {}), "\n## Run\n"]
     md += [f"- {k}: {v}\n" for k, v in meta.items()]
     md.append("\n## Commands (one multirun per task column; the CSV has each cell's own command)\n")
     for task in table.tasks:

@@ -22,9 +22,8 @@ from pasta_cli.config import recipe_name
 from pasta_cli.eval import predictions, submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_json, write_tsv
 from pasta_cli.modeling import parameter_counts
-from pasta_cli.run_folder import ADAPTER, CONFIG, DEV_PREDICTIONS, METRICS, RESULTS, test_file_name
-
-FIGURE = "norms.png"
+from pasta_cli.run_folder import ADAPTER, CONFIG, DEV_PREDICTIONS, FIGURE, METRICS, RESULTS, test_file_name
+from pasta_cli.training.manifest import manifest
 
 
 def write_config(run_dir: Path, cfg) -> None:
@@ -102,6 +101,7 @@ def results(run, state, final: dict | None = None) -> dict:
         "effective_batch_size": t.batch_size * run.world * t.grad_accum,
         "precision": t.precision, "wall_time_s": round(state.wall, 2),
         "resumes": state.resumes,  # each resume's step and the settings it changed (docs/RELIABILITY.md)
+        "manifest": manifest(run.device, run.amp_dtype),  # versions, commit, device (manifest.py)
     }
     if state.stopped:  # a non-finite loss or output stopped the run: the scores are the last good model's, if any
         record["stopped"] = state.stopped

@@ -1,4 +1,5 @@
 """Experiment loggers. Local files are always written by the trainer; a logger only mirrors them.
+`logger=` picks one tracker or a list (W&B here; MLflow, TensorBoard and CSV in training/trackers.py).
 
 W&B is optional in every sense: not installed, not logged in, no network, or any error inside it
 warns once and the run goes on with local files.
@@ -10,6 +11,7 @@ import logging
 import os
 
 from pasta_cli.errors import PastaError
+from pasta_cli.training.trackers import OPENERS, TRACKERS, Guarded, Trackers, chosen
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,8 @@ class WandbLogger(NullLogger):
         if self._run:
             try:
                 for k, v in results.items():
-                    self._run.summary[k] = v
+                    if not isinstance(v, dict):  # the scores and the manifest are in results.json
+                        self._run.summary[k] = v
             except Exception as e:  # noqa: BLE001
                 self._warn(e)
 
@@ -76,8 +79,12 @@ class WandbLogger(NullLogger):
 
 
 def make_logger(cfg, resolved_config: dict, run_dir, main_process: bool):
-    if not main_process or cfg.logger.name == "none":
+    """The trackers `logger=` chose (pasta_cli.training.trackers), each of whose failures only warns."""
+    if cfg.logger.get("name") not in (None, "none", "wandb"):
+        raise PastaError(f"unknown logger '{cfg.logger.name}': choose none, {', '.join(TRACKERS)} or a list of them")
+    names = chosen(cfg.logger) if main_process else []
+    if not names:
         return NullLogger()
-    if cfg.logger.name == "wandb":
-        return WandbLogger(cfg, resolved_config, run_dir)
-    raise PastaError(f"unknown logger '{cfg.logger.name}': choose none or wandb")
+    return Trackers([WandbLogger(cfg, resolved_config, run_dir) if name == "wandb" else
+                     Guarded(name, lambda n=name: OPENERS[n](resolved_config["logger"][n], resolved_config, run_dir))
+                     for name in names])

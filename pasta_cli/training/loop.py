@@ -26,6 +26,7 @@ from pasta_cli.modeling import load_trainable, trainable_tensors
 from pasta_cli.training import artifacts, checkpoint, dist, resume
 from pasta_cli.training.build import Run, build
 from pasta_cli.training.loggers import make_logger
+from pasta_cli.training.model_card import write_card
 from pasta_cli.training.state import TrainState
 from pasta_cli.training.step import autocast, to_device, train_step
 
@@ -127,7 +128,7 @@ def keep_best(run: Run, state: TrainState, scores: dict, train_loss: float, run_
               **{f"{split}/{k}": v for split, s in scores.items() for k, v in s.items()}}
     state.history.append({k: finite_or_none(v) for k, v in record.items()})
     artifacts.write_metrics(run_dir, state.history)
-    logger.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, state.step)
+    logger.log({f"eval/{k}": v for k, v in state.history[-1].items() if k != "step"}, state.step)  # = metrics.jsonl
     progress.info("step %d: %s", state.step, "  ".join(f"{k}={v:.4f}" for k, v in record.items() if "/" in k))
     if state.improved_by(score):
         state.best, state.best_epoch, state.best_step, state.best_scores = score, state.epoch, state.step, scores
@@ -258,8 +259,9 @@ def finish(run: Run, state: TrainState, run_dir: Path, logger) -> dict:
     if figure:
         logger.image(f"{figure.stem}_best", figure)
     record = artifacts.results(run, state, final)
-    artifacts.write_results(run_dir, record)
-    logger.summary({k: v for k, v in record.items() if not isinstance(v, dict)})
+    write_card(run_dir / artifacts.ADAPTER, run.cfg, record)  # adapter/README.md, the Hub's model card
+    artifacts.write_results(run_dir, record)  # last: the run is finished
+    logger.summary(record)
     return record
 
 
