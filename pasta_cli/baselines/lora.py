@@ -51,7 +51,7 @@ class LoraSettings(MethodSettings):
     """LoRA (`method=lora`, Hu et al. 2022) through the PEFT library, on the attention query/value projections."""
 
     r: int = RECIPE["r"]
-    alpha: float = RECIPE["alpha"]
+    alpha: int = RECIPE["alpha"]            # PEFT's lora_alpha (an int there): the scale is alpha / r
     dropout: float = RECIPE["dropout"]      # on the LoRA input; the scripts use none
     target_modules: list[str] | None = None  # null: query,value (BERT/ELECTRA names; RoBERTa shares them)
 
