@@ -122,6 +122,14 @@ def test_a_task_outside_glue_keeps_its_budget_with_the_methods_lr():
                                                                            3e-4, 0.1)
 
 
+def test_a_recipe_without_a_max_length_for_the_task_keeps_the_trainers():
+    # LoRA's scripts give a max length per GLUE task only: off GLUE (the built-in task, CoNLL-2003) the run keeps
+    # the trainer's 128 rather than failing to compose (`pasta-train method=lora` on the default task)
+    assert compose(["method=lora"]).trainer.max_length == 128
+    assert compose(["method=lora", "task=conll2003"]).trainer.max_length == 128
+    assert compose(["method=lora", "task=rte"]).trainer.max_length == 512
+
+
 def test_an_unknown_recipe_is_one_clear_error():
     from pasta_cli.config import check_config
     with pytest.raises(PastaError, match="unknown recipe 'mine': choose one of own, pasta"):
