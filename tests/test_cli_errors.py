@@ -29,6 +29,7 @@ def commands(tmp: Path) -> dict[str, tuple[list[str], str, int]]:
         "reproduce": (["pasta-reproduce", "table9", "--output-root", str(tmp / "out")], "pasta-reproduce: error: ", 2),
         "analyze": (["pasta-analyze", "norms", "/nonexistent", "--out", str(tmp / "norms")],
                     "pasta-analyze norms: error: ", 2),
+        "push": (["pasta-push", str(tmp), "--repo-id", "not a repo id"], "pasta-push: error: ", 2),
         # an OSError (the zip's folder is a file): the environment's fault, exit 1
         "oserror": (["pasta-reproduce", "submission", "table2", "--output-root", str(tmp / "out"), "--partial",
                      "--output", str(tmp / "a-file" / "submission.zip")], "pasta-reproduce submission: error: ", 1),
@@ -48,7 +49,7 @@ def ran(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["train", "predict", "serve", "reproduce", "analyze", "oserror"])
+@pytest.mark.parametrize("name", ["train", "predict", "serve", "reproduce", "analyze", "push", "oserror"])
 def test_a_bad_argument_is_one_line_and_its_exit_code(ran, name):
     returncode, err, start, code = ran[name]
     lines = err.splitlines()
