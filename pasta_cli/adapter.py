@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -44,6 +46,7 @@ from pasta_cli.run_folder import read_config
 FORMAT_VERSION = 1
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # user/name or org/name: a Hugging Face Hub repository
 SIDECAR_NAME = "pasta_config.json"  # our keys where adapter_config.json is another library's (PEFT)
 
 
@@ -100,9 +103,44 @@ def save_adapter(model, directory, backbone: str, head: str, pair: bool, task: s
     return directory
 
 
+class HubUnreachable(PastaError):
+    """The Hub could not be reached for an adapter it holds (the network, a token): the machine's fault (exit 1)."""
+
+    exit_code = 1
+
+
+def adapter_folder(ref) -> Path:
+    """An adapter's folder: `ref` itself where it is a path here; otherwise a Hub repository id (`user/name`, as
+    `pasta-push` uploads a run's adapter/) resolved through the Hub cache: downloaded once, then read from the
+    cache, and with HF_HUB_OFFLINE=1 only from the cache. Every reader below starts here."""
+    path = Path(ref).expanduser()
+    if path.exists() or not HUB_ID.fullmatch(str(ref)):
+        return path
+    return _from_hub(str(ref))
+
+
+@cache
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as e:  # noqa: BLE001 - not cached offline, no such repository, no network: one line each
+        reason = (str(e).splitlines() or [""])[0]
+        if constants.HF_HUB_OFFLINE:
+            raise PastaError(f"adapter '{repo_id}' is not a folder here and not in the Hub cache, and HF_HUB_OFFLINE=1 "
+                             "forbids downloading it: download it once with the Hub reachable, or give its local "
+                             "folder") from None
+        if type(e).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+            raise PastaError(f"adapter '{repo_id}' is not a folder here nor a Hub repository you can read: check "
+                             "the id (and your token for a private one)") from None
+        raise HubUnreachable(f"cannot fetch adapter '{repo_id}' from the Hub ({type(e).__name__}: {reason}): check "
+                             "the network, or give the adapter's local folder") from None
+
+
 def read_adapter_config(directory) -> dict:
     """Our keys of an adapter folder (from pasta_config.json where adapter_config.json is PEFT's)."""
-    directory = Path(directory)
+    directory = adapter_folder(directory)
     path = directory / SIDECAR_NAME if (directory / SIDECAR_NAME).is_file() else directory / CONFIG_NAME
     if not path.is_file():
         raise PastaError(f"no {CONFIG_NAME} in '{directory}': expected a folder written by save_adapter "
@@ -121,6 +159,7 @@ def inference_settings(directory) -> dict:
     """{"max_length", "task_spec", "tokenizer"}: how the adapter's inputs are read and cut, from its own
     config; for an adapter saved before it held them, from its run's config.yaml beside the folder. A value
     neither gives is None (max_length: the backbone's limit; task_spec: the caller must name the columns)."""
+    directory = adapter_folder(directory)
     config = read_adapter_config(directory)
     settings = {"max_length": config.get("max_length"), "task_spec": config.get("task_spec"),
                 "tokenizer": config.get("tokenizer") or tokenizer_policy(config["head"])}
@@ -147,7 +186,7 @@ def _run_config(directory):
 
 def read_weights(directory) -> dict:
     """The tensors of an adapter folder (adapter_model.safetensors), or one line saying it is damaged."""
-    path = Path(directory) / WEIGHTS_NAME
+    path = adapter_folder(directory) / WEIGHTS_NAME
     try:
         return load_file(str(path))
     except (OSError, SafetensorError) as e:
@@ -171,8 +210,10 @@ def load_adapter(directory, backbone: str | None = None, attn_implementation: st
     `backbone`: load onto this hub id or folder instead of the one the adapter names (same shape required).
     `attn_implementation`: "eager" where attention weights are wanted (pasta-analyze heads).
     The tokenizer's model_max_length is the run's max_length (`inference_settings`), so
-    `tokenizer(..., truncation=True)` cuts inputs where training did.
+    `tokenizer(..., truncation=True)` cuts inputs where training did. `directory` may be a Hub repository id
+    (`adapter_folder`).
     """
+    directory = adapter_folder(directory)
     config = read_adapter_config(directory)
     method = get_method(config["method"])
     name = backbone or config["backbone"]

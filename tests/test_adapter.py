@@ -175,3 +175,44 @@ def test_the_adapter_carries_what_inference_needs_and_every_reader_reads_it(tmp_
     for read in (load_adapter, lambda path: MultiTaskPasta(backbone).add_adapter("rte", path)):
         with pytest.raises(PastaError, match="tokenizer policy .*'only_second'.*: use the pasta-cli version"):
             read(tmp_path / "a")
+
+
+def hub_cache(tmp_path, repo_id: str, folder) -> object:
+    """The Hub cache's layout (models--user--name/snapshots/<commit>, refs/main) holding `folder`, as a download
+    by snapshot_download (or `pasta-push` then a download) leaves it."""
+    import shutil
+
+    repo = tmp_path / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return tmp_path / "hub"
+
+
+def test_a_hub_id_loads_from_the_hub_cache_offline(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    model, tok, backbone = trained("bert", tmp_path=tmp_path)
+    save_adapter(model, tmp_path / "a", backbone=backbone, head="classification", pair=True, task="rte", max_length=24)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache(tmp_path, "someone/pasta-rte", tmp_path / "a")))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded, loaded_tok = load_adapter("someone/pasta-rte")
+    local, _ = load_adapter(tmp_path / "a")  # the same folder read where it was saved
+    enc = tok(["the man eats food"], ["the dog"], return_tensors="pt", return_special_tokens_mask=True)
+    with torch.no_grad():
+        assert torch.equal(local(**enc).logits, loaded(**enc).logits)
+        assert torch.allclose(model(**enc).logits, loaded(**enc).logits, atol=1e-6)
+    assert loaded_tok.model_max_length == 24 and inference_settings("someone/pasta-rte")["max_length"] == 24
+    mt = MultiTaskPasta(backbone)
+    assert mt.add_adapter("rte", "someone/pasta-rte").max_length == 24
+
+
+def test_a_hub_id_not_in_the_cache_offline_is_one_line_naming_it(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(PastaError, match=r"adapter 'someone/not-cached' .* HF_HUB_OFFLINE=1") as e:
+        load_adapter("someone/not-cached")
+    assert "\n" not in str(e.value) and e.value.exit_code == 2

@@ -20,6 +20,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_
 def commands(tmp: Path) -> dict[str, tuple[list[str], str, int]]:
     """name: (argv, the line's start, exit code)."""
     (tmp / "a-file").write_text("not a folder\n")
+    (tmp / "in.tsv").write_text("index\tsentence1\tsentence2\n0\ta\tb\n")
     return {
         "train": (["pasta-train", "trainer.batch_size=abc", f"hydra.run.dir={tmp / 'run'}"],
                   "pasta-train: error: ", 2),
@@ -29,6 +30,9 @@ def commands(tmp: Path) -> dict[str, tuple[list[str], str, int]]:
         "reproduce": (["pasta-reproduce", "table9", "--output-root", str(tmp / "out")], "pasta-reproduce: error: ", 2),
         "analyze": (["pasta-analyze", "norms", "/nonexistent", "--out", str(tmp / "norms")],
                     "pasta-analyze norms: error: ", 2),
+        # a Hub id that is not in the Hub cache, offline (ENV sets HF_HUB_OFFLINE=1): the id and the reason
+        "hub": (["pasta-predict", "--adapter", "rte=someone/pasta-rte-not-cached", "--input", f"rte={tmp / 'in.tsv'}",
+                 "--output", str(tmp / "preds-hub")], "pasta-predict: error: adapter 'someone/pasta-rte-not-cached'", 2),
         "push": (["pasta-push", str(tmp), "--repo-id", "not a repo id"], "pasta-push: error: ", 2),
         # an OSError (the zip's folder is a file): the environment's fault, exit 1
         "oserror": (["pasta-reproduce", "submission", "table2", "--output-root", str(tmp / "out"), "--partial",
@@ -49,11 +53,15 @@ def ran(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["train", "predict", "serve", "reproduce", "analyze", "push", "oserror"])
+@pytest.mark.parametrize("name", ["train", "predict", "serve", "reproduce", "analyze", "hub", "push", "oserror"])
 def test_a_bad_argument_is_one_line_and_its_exit_code(ran, name):
     returncode, err, start, code = ran[name]
     lines = err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(start) and returncode == code, (returncode, err)
+
+
+def test_a_hub_id_offline_names_hf_hub_offline(ran):
+    assert "HF_HUB_OFFLINE=1" in ran["hub"][1]
 
 
 def test_the_oserror_names_its_file(ran, tmp_path):
