@@ -76,3 +76,12 @@ def test_every_room_has_a_layer():
     rooms = {f"pasta_cli.{p.stem}" for p in (ROOT / "pasta_cli").iterdir()
              if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
     assert rooms - {"pasta_cli.conf"} <= layered, f"not in any layer of pyproject's importlinter: {rooms - layered}"
+
+
+def test_every_package_ships_in_the_wheel():
+    """setuptools' explicit package list must name every folder of the package (a new room left out installs
+    without its modules: the wheel test would find it only minutes later)."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "pasta_cli").rglob("__init__.py")
+             if "__pycache__" not in p.parts}
+    assert found <= listed, f"add to pyproject's [tool.setuptools] packages: {sorted(found - listed)}"

@@ -53,26 +53,19 @@ def test_config_refused(tmp_path, content):
     assert one_line(e).endswith("the run folder is damaged")
 
 
-@pytest.mark.parametrize("content", [None, '{"best_score": 0.5', "[1, 2]\n", ""])
-def test_results_refused(tmp_path, content):
+@pytest.mark.parametrize("name, read, content, want", [
+    *[(run_folder.RESULTS, run_folder.read_results, c, ("expected a run's results.json", "unfinished"))
+      for c in (None, '{"best_score": 0.5', "[1, 2]\n", "")],
+    *[(run_folder.METRICS, run_folder.read_metrics, c, ("one JSON object per evaluation line",))
+      for c in (None, '{"step": 1}\n{"step": 2', '{"step": 1}\n[2]\n')],
+])
+def test_results_and_metrics_refused(tmp_path, name, read, content, want):
     if content is not None:
-        (tmp_path / run_folder.RESULTS).write_text(content)
+        (tmp_path / name).write_text(content)
     with pytest.raises(PastaError) as e:
-        run_folder.read_results(tmp_path)
+        read(tmp_path)
     line = one_line(e)
-    assert line.startswith(f"cannot read '{tmp_path / run_folder.RESULTS}' (")
-    assert "expected a run's results.json" in line and "unfinished" in line
-
-
-@pytest.mark.parametrize("content", [None, '{"step": 1}\n{"step": 2', '{"step": 1}\n[2]\n'])
-def test_metrics_refused(tmp_path, content):
-    if content is not None:
-        (tmp_path / run_folder.METRICS).write_text(content)
-    with pytest.raises(PastaError) as e:
-        run_folder.read_metrics(tmp_path)
-    line = one_line(e)
-    assert line.startswith(f"cannot read '{tmp_path / run_folder.METRICS}' (")
-    assert "one JSON object per evaluation line" in line
+    assert line.startswith(f"cannot read '{tmp_path / name}' (") and all(w in line for w in want), line
 
 
 @pytest.mark.parametrize("content", [None, "", "0\tyes\n", "id\tlabel\n0\tyes\n"])

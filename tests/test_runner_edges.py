@@ -261,7 +261,13 @@ def test_ctrl_c_during_training_is_one_line_and_exit_130_and_the_run_resumes(tin
     run_dir = tmp_path / "run"
     args = tiny_args(tiny_bert, run_dir, "trainer.max_steps=4", "trainer.eval_every_steps=2",
                      "task.builtin.train_size=48")
-    code, _, err = pasta_train(*args)
+    # Python's own Ctrl-C handler, as a fresh pasta-train process has it: a library an earlier test imported in
+    # this process (a server, a tracker) may have put its own in place
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, _, err = pasta_train(*args)
+    finally:
+        signal.signal(signal.SIGINT, before)
     lines = error_lines(err)
     assert code == 130 and "Traceback" not in err, err
     assert lines == [f"pasta-train: interrupted at step 2 (last checkpoint: step 2); resume=true "
