@@ -45,6 +45,18 @@ def test_file_name(split: str) -> str:
     return f"{split.replace('test', 'test_predictions', 1)}.tsv"
 
 
+def find_adapter(path) -> tuple[Path, Path | None]:
+    """(adapter folder, run folder or None) from a run folder (holding adapter/) or an adapter folder: what
+    pasta-analyze and pasta-push take."""
+    path = Path(path)
+    if not path.exists():
+        raise PastaError(f"'{path}' does not exist: give a run folder written by pasta-train (it holds {ADAPTER}/) "
+                         "or an adapter folder")
+    if (path / ADAPTER).is_dir():
+        return path / ADAPTER, path
+    return path, (path.parent if (path.parent / CONFIG).is_file() else None)
+
+
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / RESULTS).is_file()
 

@@ -13,13 +13,13 @@ from safetensors.torch import load_file
 from scipy import stats
 
 from pasta_cli.adapter import WEIGHTS_NAME, read_adapter_config
-from pasta_cli.analysis.subject import adapter_folder
 from pasta_cli.backbones import load_tokenizer
 from pasta_cli.errors import PastaError
 from pasta_cli.files import write_csv, write_json
 from pasta_cli.norms import draw_norms, slot_names, slot_norms
 from pasta_cli.pasta import PastaInjector
 from pasta_cli.plots import pyplot, save_png
+from pasta_cli.run_folder import find_adapter
 
 
 def read_injector(adapter: Path) -> tuple[PastaInjector, dict]:
@@ -43,7 +43,7 @@ def collect(paths: list[str]) -> list[dict]:
     """One record per run: label, task, slot names, the (layers, slots) norms table."""
     records = []
     for path in paths:
-        adapter, run_dir = adapter_folder(path)
+        adapter, run_dir = find_adapter(path)
         injector, config = read_injector(adapter)
         names = slot_names(load_tokenizer(config["backbone"]), config["pair"])
         records.append({"path": str(run_dir or adapter), "task": config.get("task") or Path(path).name,

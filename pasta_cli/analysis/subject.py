@@ -20,8 +20,8 @@ from pasta_cli.data import Collator, TaskSpec, as_spec, encode, load_task
 from pasta_cli.data.encode import MODEL_KEYS
 from pasta_cli.errors import PastaError
 from pasta_cli.pasta import PastaInjector, count_slots
-from pasta_cli.run_folder import ADAPTER, read_config
 from pasta_cli.run_folder import CONFIG as RUN_CONFIG
+from pasta_cli.run_folder import find_adapter, read_config
 
 
 @dataclass
@@ -36,21 +36,10 @@ class Subject:
     adapter: Path | None = None
 
 
-def adapter_folder(path) -> tuple[Path, Path | None]:
-    """(adapter folder, run folder or None) from a run folder (holding adapter/) or an adapter folder."""
-    path = Path(path)
-    if not path.exists():
-        raise PastaError(f"'{path}' does not exist: give a run folder written by pasta-train (it holds adapter/) "
-                         "or an adapter folder")
-    if (path / ADAPTER).is_dir():
-        return path / ADAPTER, path
-    return path, (path.parent if (path.parent / RUN_CONFIG).is_file() else None)
-
-
 def load_pasta_adapter(path, backbone: str | None = None, eager: bool = False) -> tuple[Subject, Path | None]:
     """(the adapter on its backbone, the run folder it came from or None). Only the attention analysis asks
     for eager attention (`eager`): SDPA computes the same outputs faster but returns no attention weights."""
-    adapter, run_dir = adapter_folder(path)
+    adapter, run_dir = find_adapter(path)
     config = read_adapter_config(adapter)
     if config["method"] != "pasta" or config.get("num_vectors", 0) == 0:
         what = config["method"] if config["method"] != "pasta" else f"pasta ({config.get('variant')}, no vectors)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pasta_cli.adapter import read_adapter_config
 from pasta_cli.errors import Parser, PastaError, run_cli
-from pasta_cli.run_folder import ADAPTER, CARD
+from pasta_cli.run_folder import CARD, find_adapter
 
 PROG = "pasta-push"
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -37,10 +37,9 @@ def parser() -> Parser:
     return p
 
 
-def adapter_folder(path) -> Path:
+def pushable_folder(path) -> Path:
     """The adapter folder of a run folder (or the folder itself), refused in one line without an adapter or card."""
-    path = Path(path)
-    folder = path / ADAPTER if (path / ADAPTER).is_dir() else path
+    folder, _ = find_adapter(path)
     read_adapter_config(folder)  # one line for a folder that holds no adapter
     if not (folder / CARD).is_file():
         raise PastaError(f"'{folder}' has no {CARD} (the model card pasta-train writes at the end of a run): "
@@ -53,7 +52,7 @@ def push(argv: list[str] | None = None) -> str:
     a = parser().parse_args(argv)
     if not REPO_ID.match(a.repo_id):
         raise PastaError(f"--repo-id {a.repo_id!r}: give user/name or org/name")
-    folder = adapter_folder(a.run)
+    folder = pushable_folder(a.run)
     task = read_adapter_config(folder).get("task") or "a"
     from huggingface_hub import HfApi
 
