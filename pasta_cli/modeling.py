@@ -62,14 +62,6 @@ def added_parameters(model: nn.Module) -> set[str]:
     return added
 
 
-def is_added(model: nn.Module, name: str) -> bool:
-    return name in added_parameters(model)
-
-
-def is_head(model: nn.Module, name: str) -> bool:
-    return name in head_names(model)
-
-
 def head_names(model: nn.Module) -> set[str]:
     """The task head's parameter names: outside the backbone, and not what a method added."""
     backbone, added = hf_model(model).base_model_prefix + ".", added_parameters(model)
