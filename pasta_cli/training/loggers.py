@@ -2,18 +2,15 @@
 `logger=` picks one tracker or a list (W&B here; MLflow, TensorBoard and CSV in training/trackers.py).
 
 W&B is optional in every sense: not installed, not logged in, no network, or any error inside it
-warns once and the run goes on with local files.
+warns once (trackers.Guarded, as every tracker) and the run goes on with local files.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 
 from pasta_cli.errors import PastaError
 from pasta_cli.training.trackers import OPENERS, TRACKERS, Guarded, Trackers, chosen
-
-log = logging.getLogger(__name__)
 
 
 class NullLogger:
@@ -23,59 +20,33 @@ class NullLogger:
     def finish(self) -> None: ...
 
 
-class WandbLogger(NullLogger):
-    def __init__(self, cfg, resolved_config: dict, run_dir):
-        self._run = None
-        self._warned = False
-        try:
-            import wandb
+class WandbTracker:
+    """W&B with the four calls of the other trackers; `Guarded` (as for them) turns any failure into one warning."""
 
-            lc = cfg.logger
-            self._wandb = wandb
-            self._run = wandb.init(
-                project=lc.project, entity=lc.entity, group=lc.group or os.environ.get("PASTA_WANDB_GROUP"),
-                tags=list(lc.tags or []), name=lc.name_format, mode=lc.mode, dir=str(run_dir),
-                config=resolved_config, reinit="finish_previous",
-            )
-        except Exception as e:  # noqa: BLE001 - any W&B failure must not cost the run
-            self._warn(e)
+    def __init__(self, settings: dict, resolved_config: dict, run_dir):
+        import wandb
 
-    def _warn(self, err: Exception) -> None:
-        if not self._warned:
-            log.warning("W&B logging is off for this run (%s: %s); local files are still written",
-                        type(err).__name__, str(err).splitlines()[0] if str(err) else "")
-            self._warned = True
-        self._run = None
+        self._wandb = wandb
+        self._run = wandb.init(
+            project=settings["project"], entity=settings["entity"],
+            group=settings["group"] or os.environ.get("PASTA_WANDB_GROUP"), tags=list(settings["tags"] or []),
+            name=settings["name_format"], mode=settings["mode"], dir=str(run_dir), config=resolved_config,
+            reinit="finish_previous",
+        )
 
     def log(self, metrics, step):
-        if self._run:
-            try:
-                self._run.log(metrics, step=step)
-            except Exception as e:  # noqa: BLE001
-                self._warn(e)
+        self._run.log(metrics, step=step)
 
     def image(self, key, path, step=None):
-        if self._run:
-            try:
-                self._run.log({key: self._wandb.Image(str(path))}, step=step)
-            except Exception as e:  # noqa: BLE001
-                self._warn(e)
+        self._run.log({key: self._wandb.Image(str(path))}, step=step)
 
     def summary(self, results):
-        if self._run:
-            try:
-                for k, v in results.items():
-                    if not isinstance(v, dict):  # the scores and the manifest are in results.json
-                        self._run.summary[k] = v
-            except Exception as e:  # noqa: BLE001
-                self._warn(e)
+        for k, v in results.items():
+            if not isinstance(v, dict):  # the scores and the manifest are in results.json
+                self._run.summary[k] = v
 
     def finish(self):
-        if self._run:
-            try:
-                self._run.finish()
-            except Exception as e:  # noqa: BLE001
-                self._warn(e)
+        self._run.finish()
 
 
 def make_logger(cfg, resolved_config: dict, run_dir, main_process: bool):
@@ -85,6 +56,6 @@ def make_logger(cfg, resolved_config: dict, run_dir, main_process: bool):
     names = chosen(cfg.logger) if main_process else []
     if not names:
         return NullLogger()
-    return Trackers([WandbLogger(cfg, resolved_config, run_dir) if name == "wandb" else
-                     Guarded(name, lambda n=name: OPENERS[n](resolved_config["logger"][n], resolved_config, run_dir))
-                     for name in names])
+    settings = resolved_config["logger"]  # W&B's keys are logger.*, each other tracker's under logger.<name>
+    return Trackers([Guarded(name, lambda n=name: (WandbTracker if n == "wandb" else OPENERS[n])(
+        settings if n == "wandb" else settings[n], resolved_config, run_dir)) for name in names])

@@ -28,6 +28,7 @@ log = logging.getLogger("pasta_cli.training.loggers")
 TRACKERS = ("wandb", "mlflow", "tensorboard", "csv")  # the options of conf/logger/ besides `none`
 INSTALL = {"mlflow": "pip install 'pasta-cli[mlflow]'", "tensorboard": "pip install 'pasta-cli[tensorboard]'",
            "wandb": "pip install wandb"}
+LABELS = {"wandb": "W&B"}  # how a warning names a tracker, where its name is not its brand
 MLFLOW_STORE = "mlruns"  # the default MLflow store: a folder of this name beside the run folder (its parent)
 # a tracking server that is down must cost seconds, not MLflow's default minutes of retries (an explicit
 # environment variable wins)
@@ -76,7 +77,7 @@ class Guarded:
         reason = str(err).splitlines()[0] if str(err) else ""
         hint = f"; {INSTALL[self.name]} to use it" if isinstance(err, ImportError) and self.name in INSTALL else ""
         log.warning("%s logging is off for this run (%s: %s)%s; the run goes on and its folder's files are "
-                    "written as always", self.name, type(err).__name__, reason, hint)
+                    "written as always", LABELS.get(self.name, self.name), type(err).__name__, reason, hint)
         self.tracker = None
 
     def _call(self, what: str, *args) -> None:
