@@ -26,7 +26,7 @@ from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method, get_method, method_configs
-from pasta_cli.modeling import AMP_DTYPES
+from pasta_cli.precision import AMP_DTYPES
 
 SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
 RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all

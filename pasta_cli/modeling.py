@@ -17,9 +17,6 @@ from torch import nn
 
 from pasta_cli.errors import PastaError
 
-# precision name -> autocast dtype (None: plain fp32), for training and inference alike
-AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def hf_model(model: nn.Module) -> nn.Module:
     """The transformers model inside a PEFT wrapper (or the model itself)."""

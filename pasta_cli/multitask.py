@@ -33,9 +33,10 @@ from pasta_cli.adapter import inference_settings, read_adapter_config, read_weig
 from pasta_cli.backbones import HEADS, load_config, load_model, load_tokenizer, max_length_limit, resolve
 from pasta_cli.errors import PastaError
 from pasta_cli.items import TASK_NAME, parse_item, prediction
-from pasta_cli.modeling import AMP_DTYPES, encoder_layers, freeze
+from pasta_cli.modeling import encoder_layers, freeze
 from pasta_cli.pasta import RowInjector as MixedInjector
 from pasta_cli.pasta import attach, count_slots, stack_vectors, template_token_ids
+from pasta_cli.precision import AMP_DTYPES
 
 
 @dataclass(eq=False)  # a task is itself: hashed by identity, so a replaced task is told from its successor

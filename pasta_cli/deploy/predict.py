@@ -32,8 +32,8 @@ from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.eval import submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_tsv
 from pasta_cli.items import parse_item
-from pasta_cli.modeling import AMP_DTYPES
 from pasta_cli.multitask import MultiTaskPasta, Task
+from pasta_cli.precision import AMP_DTYPES
 
 PROG = "pasta-predict"
 FORMAT_OF = {ext: fmt for fmt, ext in readers.EXTENSIONS.items()}

@@ -45,8 +45,8 @@ from pasta_cli.deploy.adapters import load_tasks, named
 from pasta_cli.deploy.batcher import Batcher, QueueFull
 from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.items import TASK_NAME
-from pasta_cli.modeling import AMP_DTYPES
 from pasta_cli.multitask import MultiTaskPasta
+from pasta_cli.precision import AMP_DTYPES
 
 PROG = "pasta-serve"
 log = logging.getLogger("pasta_cli.serve")

@@ -21,7 +21,8 @@ from pasta_cli.config import task_spec
 from pasta_cli.data import HELDOUT, Collator, TaskData, encode, hold_out, load_task
 from pasta_cli.data.encode import PackingCollator
 from pasta_cli.methods import Method, apply_method, check_method
-from pasta_cli.modeling import AMP_DTYPES, check_gradients_reachable
+from pasta_cli.modeling import check_gradients_reachable
+from pasta_cli.precision import AMP_DTYPES
 from pasta_cli.training import dist
 
 
