@@ -48,6 +48,7 @@ import transformers
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from report import machine, markdown, ratios
+from roofline import count_flops, matmul_peak
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from pasta_cli.backbones import load_model, load_tokenizer
@@ -67,6 +68,10 @@ CONF = HERE / "conf"  # conf/method/floor.yaml, searched after the package's con
 METHODS = {
     "floor": ["method=floor"],
     "pasta": ["method=pasta", "method.variant=full"],
+    # PASTA's two ways to bf16 on the same batches (the ratios pasta_bf16/pasta, pasta_bf16/pasta_autocast):
+    # fp32 weights under bf16 autocast, and the frozen backbone stored in bf16 (model.dtype, precision.py)
+    "pasta_autocast": ["method=pasta", "method.variant=full", "trainer.precision=bf16", "model.dtype=fp32"],
+    "pasta_bf16": ["method=pasta", "method.variant=full", "model.dtype=bf16"],
     "bitfit": ["method=bitfit"],
     "lora": ["method=lora"],
     "full_ft": ["method=full_ft"],
@@ -110,6 +115,9 @@ def parser() -> Parser:
     common.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     common.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="the runner's trainer.precision (autocast; fp16 needs CUDA)")
+    common.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "auto"),
+                        help="the runner's model.dtype, the frozen weights' storage (default fp32, as before it "
+                             "existed; pasta_autocast and pasta_bf16 set their own)")
     common.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p = Parser(prog="bench.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -173,8 +181,11 @@ def config(args, method: str, model: str):
         task = ["task=builtin", "task.builtin.train_size=64", "task.builtin.dev_size=8", "task.builtin.test_size=8"]
     model_keys = ["model=minilm"] if model == "minilm" else [f"model.name_or_path={model}"]
     trainer = [f"trainer.batch_size={args.batch_size}", f"trainer.max_length={args.seq_len}",
-               f"trainer.device={args.device}", f"trainer.precision={args.precision}", "trainer.progress=false"]
-    return compose([*task, *model_keys, *METHODS[method], *trainer], config_dir=str(CONF))
+               f"trainer.device={args.device}", "trainer.progress=false"]
+    chosen = {o.split("=", 1)[0] for o in METHODS[method]}  # a method entry's own precision or dtype wins
+    formats = [f"{key}={value}" for key, value in (("trainer.precision", args.precision), ("model.dtype", args.dtype))
+               if key not in chosen]
+    return compose([*task, *model_keys, *METHODS[method], *trainer, *formats], config_dir=str(CONF))
 
 
 def build_run(args, method: str, model: str, task):
@@ -268,6 +279,18 @@ def infer(run, model, batch, mask: bool):
     batch = {k: v for k, v in to_device(run, batch).items() if k != "labels" and (mask or k != "special_tokens_mask")}
     with torch.inference_mode(), autocast(run):
         return model(**batch).logits
+
+
+def dtype_name(amp_dtype) -> str:
+    """The name of what a run's matmuls compute in: bf16 under bf16 autocast (fp16 counts as bf16's peak,
+    the same width), else fp32."""
+    return "fp32" if amp_dtype is None else "bf16"
+
+
+def peak_shape(run, batch) -> tuple[int, int, int]:
+    """The roofline's matmul: the batch's tokens x hidden @ hidden x intermediate, the model's own FFN product."""
+    config = run.model.config
+    return batch["input_ids"].numel(), config.hidden_size, config.intermediate_size
 
 
 def plain_model(run):
@@ -412,7 +435,7 @@ def measure_memory(args, method: str, model: str) -> dict:
     """`bench.py memory --method <method>` in a new interpreter, with this run's model and batch options."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "memory", "--method", method, "--model", model,
            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--device", args.device,
-           "--precision", args.precision]
+           "--precision", args.precision, "--dtype", args.dtype]
     for flag, value in (("--threads", args.threads), ("--task", args.task), ("--data-dir", args.data_dir)):
         if value:
             cmd += [flag, str(value)]
@@ -437,8 +460,9 @@ def log(msg: str) -> None:
 def run_all(args, argv, model: str) -> dict:
     res = {"command": "python benchmarks/bench.py " + shlex.join(argv), "date": datetime.now(timezone.utc).isoformat(
         timespec="seconds"), "config": {"model": args.model, "batch_size": args.batch_size, "seq_len": args.seq_len,
-        "device": args.device, "precision": args.precision, "rounds": args.rounds, "steps": args.steps,
-        "warmup": args.warmup, "batches": f"{args.task} (real)" if args.task else "synthetic pairs"}}
+        "device": args.device, "precision": args.precision, "dtype": args.dtype, "rounds": args.rounds,
+        "steps": args.steps, "warmup": args.warmup,
+        "batches": f"{args.task} (real)" if args.task else "synthetic pairs"}}
     mem = {}
     if args.memory:  # first, while this process holds no model (on CUDA: no GPU memory)
         for method in args.methods:
@@ -456,10 +480,23 @@ def run_all(args, argv, model: str) -> dict:
         plain = plain_model(runs["pasta"])
         steps["inference.pasta"] = lambda b: infer(runs["pasta"], runs["pasta"].model, b, mask=True)
         steps["inference.plain"] = lambda b: infer(runs["pasta"], plain, b, mask=False)
+    flops = {name: count_flops(lambda step=step: step(batches[0])) for name, step in steps.items()}
+    # the inference rows run under the pasta run's autocast
+    computes = {name: dtype_name(runs["pasta" if name.startswith("inference.") else name].amp_dtype) for name in steps}
+    shape = peak_shape(first, batches[0])
+    peaks = {dtype: [matmul_peak(dtype, *shape, device=args.device)] for dtype in sorted(set(computes.values()))}
     times = alternate(steps, batches, args)
+    for dtype in peaks:  # after the timed rounds too: the peak the same minutes allowed
+        peaks[dtype].append(matmul_peak(dtype, *shape, device=args.device))
+    res["roofline"] = {"matmul": f"({shape[0]} x {shape[1]}) @ ({shape[1]} x {shape[2]})",
+                       "peak_gflops": {d: max(p) for d, p in peaks.items()},
+                       "peak_gflops_each": peaks, "threads": torch.get_num_threads()}
     res["methods"], res["inference"] = {}, {}
     for name, (walls, cpus) in times.items():
         r = summarise(walls, cpus, len(batches[0]["input_ids"]))
+        achieved = flops[name] / r["step_s"] / 1e9
+        r.update(gflop_per_step=flops[name] / 1e9, gflops=achieved, compute_dtype=computes[name],
+                 peak_share=achieved / res["roofline"]["peak_gflops"][computes[name]])
         if name.startswith("inference."):
             res["inference"][name.split(".", 1)[1]] = r
             continue

@@ -19,6 +19,9 @@ RATIOS = (
     ("pasta/lora", "methods", "pasta", "lora"),
     ("pasta/full_ft", "methods", "pasta", "full_ft"),
     ("inference pasta/plain", "inference", "pasta", "plain"),
+    ("pasta_bf16/pasta", "methods", "pasta_bf16", "pasta"),
+    ("pasta_bf16/pasta_autocast", "methods", "pasta_bf16", "pasta_autocast"),
+    ("pasta_autocast/pasta", "methods", "pasta_autocast", "pasta"),
 )
 
 
@@ -48,10 +51,11 @@ def ratios(res: dict) -> dict:
             per_round = [p / q for p, q in zip(x["round_medians_s"], y["round_medians_s"], strict=True)]
             out[name] = {"median": x["step_s"] / y["step_s"], "fastest": x["step_s_min"] / y["step_s_min"],
                          "cpu": x["cpu_step_s"] / y["cpu_step_s"], "per_round": [min(per_round), max(per_round)]}
-    pasta, full = res["methods"].get("pasta", {}), res["methods"].get("full_ft", {})
-    if pasta.get("peak_mem_mb") and full.get("peak_mem_mb"):
-        out["memory pasta/full_ft"] = {"peak": pasta["peak_mem_mb"] / full["peak_mem_mb"],
-                                       "over_runtime": pasta["peak_over_runtime_mb"] / full["peak_over_runtime_mb"]}
+    for a, b in (("pasta", "full_ft"), ("pasta_bf16", "pasta"), ("pasta_bf16", "pasta_autocast")):
+        x, y = res["methods"].get(a, {}), res["methods"].get(b, {})
+        if x.get("peak_mem_mb") and y.get("peak_mem_mb"):
+            out[f"memory {a}/{b}"] = {"peak": x["peak_mem_mb"] / y["peak_mem_mb"],
+                                      "over_runtime": x["peak_over_runtime_mb"] / y["peak_over_runtime_mb"]}
     if res.get("epoch"):
         out["epoch pad_max/grouped"] = res["epoch"]["pad_max"]["wall_s"] / res["epoch"]["grouped"]["wall_s"]
     return out
@@ -60,7 +64,8 @@ def ratios(res: dict) -> dict:
 def markdown(res: dict) -> str:
     c = res["config"]
     load = "/".join(f"{x:.1f}" for x in res["machine"]["load_avg_at_end"] or ()) or "-"
-    lines = [f"# bench: {c['model']}, batch {c['batch_size']} x {c['seq_len']}, {c['device']}, {c['precision']}", "",
+    lines = [f"# bench: {c['model']}, batch {c['batch_size']} x {c['seq_len']}, {c['device']}, {c['precision']}"
+             f"{', model.dtype ' + c['dtype'] if c.get('dtype') else ''}", "",
              f"`{res['command']}`", "",
              (f"{res['date']}; {res['machine']['cpu']}, {res['machine']['cores']} cores, "
               f"torch threads: {res['machine']['torch_threads']}, load average at the end: {load}; "
@@ -83,9 +88,22 @@ def markdown(res: dict) -> str:
         if isinstance(r, dict) and "median" in r:
             lines.append(f"| {name} | {r['median']:.3f} | {r['fastest']:.3f} | {r['cpu']:.3f} | "
                          f"{r['per_round'][0]:.3f}-{r['per_round'][1]:.3f} |")
-    if "memory pasta/full_ft" in res["ratios"]:
-        m = res["ratios"]["memory pasta/full_ft"]
-        lines.append(f"| memory pasta/full_ft | peak {m['peak']:.3f} | over runtime {m['over_runtime']:.3f} | | |")
+    for name, m in res["ratios"].items():
+        if name.startswith("memory "):
+            lines.append(f"| {name} | peak {m['peak']:.3f} | over runtime {m['over_runtime']:.3f} | | |")
+    if res.get("roofline"):
+        roof = res["roofline"]
+        peaks = ", ".join(f"{d} {g:.1f} GFLOP/s" for d, g in roof["peak_gflops"].items())
+        lines += ["", f"Roofline: matmul peak {roof['matmul']} on {roof['threads']} thread(s), measured before and "
+                      f"after the timed rounds (the faster kept): {peaks}.", "",
+                  "| step | computes in | GFLOP per step | GFLOP/s | share of the same-dtype peak |",
+                  "|---|---|---:|---:|---:|"]
+        for section in ("methods", "inference"):
+            for name, r in res[section].items():
+                if "gflops" in r:
+                    label = name if section == "methods" else f"inference {name}"
+                    lines.append(f"| {label} | {r['compute_dtype']} | {r['gflop_per_step']:.1f} | {r['gflops']:.1f} | "
+                                 f"{r['peak_share']:.0%} |")
     if res.get("epoch"):
         e = res["epoch"]
         lines += ["", (f"Whole epoch of PASTA on {e['task']} ({e['examples']} examples, {e['batches']} batches"

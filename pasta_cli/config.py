@@ -26,7 +26,7 @@ from pasta_cli.backbones import VARLEN_ATTENTION
 from pasta_cli.data import TaskSpec, as_spec
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import check_method, get_method, method_configs
-from pasta_cli.precision import AMP_DTYPES
+from pasta_cli.precision import AMP_DTYPES, MODEL_DTYPES
 
 SELECTIONS = ("dev", "heldout")  # trainer.selection: where the best evaluation is chosen (docs/REPRODUCE.md)
 RECIPES = ("own", "pasta")   # recipe=own: each method's own paper's; recipe=pasta: PASTA's budget for all
@@ -37,7 +37,8 @@ SHARED_BUDGET = ("epochs", "batch_size", "weight_decay", "warmup_ratio", "schedu
 CONF_MODULE = "pasta_cli.conf"  # conf/ of the repository, shipped in the wheel as this package
 PRECISIONS = tuple(AMP_DTYPES)
 DEVICES = ("auto", "cpu", "cuda")
-ATTENTIONS = ("sdpa", "eager", *VARLEN_ATTENTION)  # model.attn_implementation: what transformers' encoders offer
+# model.attn_implementation: what transformers' encoders offer, and auto (the runner picks: training/build.py)
+ATTENTIONS = ("auto", "sdpa", "eager", *VARLEN_ATTENTION)
 SCHEDULES = ("linear", "constant")
 STAMP_ENV = "PASTA_RUN_STAMP"
 
@@ -47,7 +48,8 @@ class ModelConfig:
     tag: str = MISSING                # short name in run folders and tables (minilm, bert-large, ...)
     name_or_path: str = MISSING       # hub id, local folder, or `minilm` (the packaged wheel)
     dropout: float | None = None   # backbone hidden/attention dropout; null keeps the pretrained config's
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (CUDA; what trainer.packing needs)
+    attn_implementation: str = "auto"  # auto | sdpa | eager | flash_attention_2 (CUDA; what trainer.packing needs)
+    dtype: str = "auto"               # fp32 | bf16 | auto (bf16 where fast): the frozen weights' storage (precision.py)
 
 
 @dataclass
@@ -201,9 +203,14 @@ def check_config(cfg: DictConfig, cuda_available: bool) -> None:
     if attention not in ATTENTIONS:
         raise PastaError(f"unknown model.attn_implementation '{attention}': choose one of {', '.join(ATTENTIONS)}")
     if attention in VARLEN_ATTENTION and not cuda_available:
-        raise PastaError(f"model.attn_implementation={attention} runs on a CUDA GPU: use sdpa (or eager) on CPU")
+        raise PastaError(f"model.attn_implementation={attention} runs on a CUDA GPU: use auto, sdpa or eager on CPU")
     if t.precision not in PRECISIONS:
         raise PastaError(f"unknown trainer.precision '{t.precision}': choose one of {', '.join(PRECISIONS)}")
+    if cfg.model.get("dtype", "auto") not in MODEL_DTYPES:
+        raise PastaError(f"unknown model.dtype '{cfg.model.dtype}': choose one of {', '.join(MODEL_DTYPES)}")
+    if cfg.model.get("dtype") == "bf16" and t.precision == "fp16":
+        raise PastaError("model.dtype=bf16 computes in bf16, trainer.precision=fp16 in fp16: use "
+                         "trainer.precision=bf16 (or model.dtype=fp32 for fp16 autocast)")
     if t.device not in DEVICES:
         raise PastaError(f"unknown trainer.device '{t.device}': choose one of {', '.join(DEVICES)}")
     if not cuda_available:

@@ -64,6 +64,9 @@ class Method:
     schema: type[MethodSettings] | None = None
     # config names besides `name` whose defaults differ: {"classifier_only": {"variant": ..., ...}}
     configs: Mapping[str, dict] = field(default_factory=dict, compare=False)
+    # its frozen weights may be stored in model.dtype (bf16): not Diff-Prune's, to which its small diffs are added
+    # (bf16's 8 bits of mantissa would round them away); full FT has none, every weight trains in fp32
+    low_precision_frozen: bool = True
 
     def typed(self, settings) -> MethodSettings | dict:
         """`settings` (a composed config's `method`, a dict, an adapter's config: keys the schema lacks are

@@ -45,13 +45,19 @@ def resolve(name: str, device_type: str) -> str:
 
 
 def store_frozen(model: nn.Module, dtype: torch.dtype) -> int:
-    """Cast every frozen floating-point parameter of `model` to `dtype`, in place; trainable ones stay as
-    they are. Returns how many were cast."""
+    """Cast the frozen floating-point parameters of `model` to `dtype`, in place; what trains stays as it is.
+    A module whose own parameters partly train (BitFit's LayerNorm: frozen weight, trained bias) keeps its
+    frozen ones in fp32 too, as its op needs one dtype; a Linear does not need to (autocast runs its matmul
+    in bf16 whatever the storage). Returns how many parameters were cast."""
     cast = 0
-    for p in model.parameters():
-        if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
-            p.data = p.data.to(dtype)
-            cast += 1
+    for module in model.modules():
+        own = list(module.parameters(recurse=False))
+        if any(p.requires_grad for p in own) and not isinstance(module, nn.Linear):
+            continue
+        for p in own:
+            if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+                cast += 1
     return cast
 
 

@@ -30,7 +30,7 @@ from pasta_cli.data import TaskSpec, load_task
 from pasta_cli.errors import PastaError, composition_error, one_line, run_cli, say
 from pasta_cli.files import NOT_ALLOWED
 from pasta_cli.methods import get_method
-from pasta_cli.training import artifacts, checkpoint, dist, folder, resume
+from pasta_cli.training import artifacts, build, checkpoint, dist, folder, resume
 from pasta_cli.training.loop import Diverged, progress, train
 
 PROG = "pasta-train"
@@ -70,6 +70,10 @@ def prepare(cfg: DictConfig, run_dir: Path, admission: folder.Admission) -> tupl
     used = cfg.copy()
     used.task = OmegaConf.structured(task.spec)
     used.resume = admission.action == "resume"
+    # the storage the run really uses (auto resolved, fp32 where the method keeps it): config.yaml says what was done
+    device_type = build.device_type_of(used)
+    used.model.dtype = build.frozen_storage(used, device_type)
+    used.model.attn_implementation = build.attention(used, device_type, used.model.dtype)
     step = None
     if used.resume:  # refuse a resume under other settings before any training time is spent
         ckpt = run_dir / checkpoint.CHECKPOINT

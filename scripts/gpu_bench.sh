@@ -2,7 +2,7 @@
 # PASTA on a BERT-large-shaped model, one GPU (an H100): one prepared run of about 4 minutes.
 # Synthetic RTE-shaped batches (32 x 128, the pair template), bf16 autocast, next to the floor, BitFit,
 # LoRA and full fine-tuning: step time, examples/s and peak allocator memory per method, PASTA's forward
-# next to the plain one. Then, where the RTE folder is there, one epoch of PASTA on RTE under three
+# next to the plain one; PASTA with its frozen backbone stored in bf16 against autocast and fp32. Then, where the RTE folder is there, one epoch of PASTA on RTE under three
 # batchings. Every option is benchmarks/bench.py's (docs/PERFORMANCE.md); results: $OUT/gpu_bert_large.json
 # and .md, $OUT/gpu_rte_epoch.json and .md (OUT defaults to outputs/bench).
 #
@@ -34,8 +34,9 @@ if ! "$PYTHON" -c "import pasta_cli.conf, hydra, datasets" 2>/dev/null; then
 fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-COMMON=(--model "${MODEL:-random-bert-large}" --device "${DEVICE:-cuda}" --precision "${PRECISION:-bf16}"
-        --batch-size "${BATCH:-32}" --seq-len "${SEQ_LEN:-128}")
+BASE=(--model "${MODEL:-random-bert-large}" --device "${DEVICE:-cuda}" --batch-size "${BATCH:-32}"
+      --seq-len "${SEQ_LEN:-128}")
+COMMON=("${BASE[@]}" --precision "${PRECISION:-bf16}")
 
 # 5 models at once on the GPU (1.3 GB of weights each, full_ft's AdamW state on top), after 5 memory
 # children (a fresh interpreter each). timeout keeps a stuck run inside the machine's lease.
@@ -43,6 +44,13 @@ timeout --signal=INT 420 "$PYTHON" benchmarks/bench.py run "${COMMON[@]}" \
   --methods floor,pasta,bitfit,lora,full_ft \
   --rounds "${ROUNDS:-6}" --steps "${STEPS:-10}" --warmup "${WARMUP:-5}" \
   --output "$OUT/gpu_bert_large.json"
+
+# the frozen backbone stored in bf16 (model.dtype=bf16) next to bf16 autocast over fp32 weights and plain fp32,
+# PASTA only, in alternation: the ratios pasta_bf16/pasta_autocast and pasta_bf16/pasta, the memory of each
+timeout --signal=INT 300 "$PYTHON" benchmarks/bench.py run "${BASE[@]}" --precision fp32 \
+  --methods pasta,pasta_autocast,pasta_bf16 \
+  --rounds "${ROUNDS:-6}" --steps "${STEPS:-10}" --warmup "${WARMUP:-5}" \
+  --output "$OUT/gpu_bert_large_bf16.json"
 
 if [ -d "$RTE_DIR" ]; then
   timeout --signal=INT 240 "$PYTHON" benchmarks/bench.py run "${COMMON[@]}" \

@@ -313,8 +313,8 @@ def test_a_lora_adapters_peft_files_get_the_umasks_mode(tmp_path):
 
 # R19-R21: found by the overrides fuzzer (or in its log); each refused before a folder is written
 @pytest.mark.parametrize("overrides,message", [
-    (["model.attn_implementation=0"], "unknown model.attn_implementation '0': choose one of sdpa, eager"),
-    (["model.attn_implementation=flash_attention_2"], "runs on a CUDA GPU: use sdpa (or eager) on CPU"),
+    (["model.attn_implementation=0"], "unknown model.attn_implementation '0': choose one of auto, sdpa, eager"),
+    (["model.attn_implementation=flash_attention_2"], "runs on a CUDA GPU: use auto, sdpa or eager on CPU"),
     (["trainer.epochs=${oc.env:HOME}"], "trainer.epochs: While dereferencing interpolation '${oc.env:HOME}'"),
 ])
 def test_settings_the_overrides_fuzzer_found_are_refused_by_check_config(overrides, message):

@@ -299,7 +299,9 @@ def test_a_tables_versions_line_names_shared_values_once_and_mixed_ones(tmp_path
             "device": "cpu", "dtype": "float32"}
     line = versions_text([{"manifest": same}, {"manifest": dict(same)}])
     assert line.startswith("Versions of the 2 run(s) in this table (results.json `manifest`): python 3.11.2, ")
-    assert "torch 2.13.0," in line and "git d2d1dd7ad2," in line and line.endswith("device cpu, dtype float32.")
+    assert "torch 2.13.0," in line and "git d2d1dd7ad2," in line and line.endswith("device cpu, dtype float32, frozen weights float32.")
+    stored = versions_text([{"manifest": {**same, "dtype": "bfloat16", "frozen_dtype": "bfloat16"}}, {"manifest": same}])
+    assert stored.endswith("dtype mixed (bfloat16 / float32), frozen weights mixed (bfloat16 / float32).")
     other = {**same, "torch": "2.12.0", "git_dirty": True}
     line = versions_text([{"manifest": same}, {"manifest": other}, {"best_score": 0.5}])
     assert "(1 older run(s) recorded no versions)" in line

@@ -256,4 +256,5 @@ class DiffPruning(Method):
 
 
 DIFF_PRUNE = register_method(DiffPruning("diff_prune", lambda model, tok, s, pair: apply_diff_prune(model, s),
-                                         ("sparsity",), schema=DiffPruneSettings))
+                                         ("sparsity",), schema=DiffPruneSettings,
+                                         low_precision_frozen=False))

@@ -47,5 +47,6 @@ def apply_bitfit(model: nn.Module) -> nn.Module:
     return model
 
 
-FULL_FT = register_method(Method("full_ft", lambda model, tok, s, pair: apply_full_ft(model), schema=FullFtSettings))
+FULL_FT = register_method(Method("full_ft", lambda model, tok, s, pair: apply_full_ft(model), schema=FullFtSettings,
+                                 low_precision_frozen=False))  # every weight trains: fp32 masters
 BITFIT = register_method(Method("bitfit", lambda model, tok, s, pair: apply_bitfit(model), schema=BitFitSettings))

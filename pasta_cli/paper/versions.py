@@ -32,7 +32,9 @@ def versions_text(runs: list[dict]) -> str:
         return ""
     parts = [f"{key} {one([m.get(key) for m in manifests])}" for key in KEYS]
     parts += [f"git {one([commit(m) for m in manifests])}", f"device {one([m.get('device') for m in manifests])}",
-              f"dtype {one([m.get('dtype') for m in manifests])}"]
+              f"dtype {one([m.get('dtype') for m in manifests])}",
+              # the frozen weights' storage (model.dtype); runs from before it existed stored fp32
+              f"frozen weights {one([m.get('frozen_dtype', 'float32') for m in manifests])}"]
     older = len(runs) - len(manifests)
     note = f" ({older} older run(s) recorded no versions)" if older else ""
     return f"Versions of the {len(manifests)} run(s) in this table (results.json `manifest`){note}: {', '.join(parts)}."

@@ -101,7 +101,7 @@ def results(run, state, final: dict | None = None) -> dict:
         "effective_batch_size": t.batch_size * run.world * t.grad_accum,
         "precision": t.precision, "wall_time_s": round(state.wall, 2),
         "resumes": state.resumes,  # each resume's step and the settings it changed (docs/RELIABILITY.md)
-        "manifest": manifest(run.device, run.amp_dtype),  # versions, commit, device (manifest.py)
+        "manifest": manifest(run.device, run.amp_dtype, run.frozen_dtype),  # versions, commit, device (manifest.py)
     }
     if state.stopped:  # a non-finite loss or output stopped the run: the scores are the last good model's, if any
         record["stopped"] = state.stopped

@@ -16,13 +16,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
+from pasta_cli import precision
 from pasta_cli.backbones import first_position, load_model, load_tokenizer
 from pasta_cli.config import task_spec
 from pasta_cli.data import HELDOUT, Collator, TaskData, encode, hold_out, load_task
 from pasta_cli.data.encode import PackingCollator
-from pasta_cli.methods import Method, apply_method, check_method
+from pasta_cli.methods import Method, apply_method, check_method, get_method
 from pasta_cli.modeling import check_gradients_reachable
-from pasta_cli.precision import AMP_DTYPES
 from pasta_cli.training import dist
 
 
@@ -45,7 +45,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler | None
-    amp_dtype: torch.dtype | None
+    amp_dtype: torch.dtype | None     # the forward's autocast (precision.compute_dtype); None: fp32
+    frozen_dtype: str                 # the frozen weights' storage: fp32 | bf16 (model.dtype as resolved)
     train_rows: list[dict]
     lengths: list[int]                # tokens per training row (length-grouped batches)
     global_batch: int                 # trainer.batch_size x world
@@ -68,10 +69,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def device_type_of(cfg) -> str:
+    """cuda where a GPU is visible and trainer.device allows it, else cpu."""
+    return "cuda" if torch.cuda.is_available() and cfg.trainer.device != "cpu" else "cpu"
+
+
+def frozen_storage(cfg, device_type: str) -> str:
+    """model.dtype as this run stores its frozen weights: `auto` resolved for the device (precision.resolve);
+    fp32 for a method whose frozen weights must stay fp32 (Method.low_precision_frozen: full FT, Diff-Prune)."""
+    if not get_method(cfg.method.name).low_precision_frozen:
+        return "fp32"
+    stored = precision.resolve(cfg.model.get("dtype", "auto"), device_type)
+    # fp16 autocast over bf16 weights would convert every weight at every step: auto keeps fp32 there
+    return "fp32" if cfg.trainer.precision == "fp16" else stored
+
+
+def attention(cfg, device_type: str, stored: str) -> str:
+    """model.attn_implementation as loaded: `auto` is sdpa, except eager where a CPU computes in bf16. There, a
+    training forward (attention dropout) sends SDPA to its math kernel, which computes bf16 attention in fp32:
+    the 12 (batch, heads, length, length) tensors a MiniLM step saves take 270 MB more, and the step 1.36x longer
+    (docs/PERFORMANCE.md). Eager attention runs the same ops in bf16 (softmax too: CPU autocast keeps it so)."""
+    chosen = cfg.model.get("attn_implementation", "auto")
+    if chosen != "auto":
+        return chosen
+    bf16 = precision.compute_dtype(cfg.trainer.precision, stored) == torch.bfloat16
+    return "eager" if device_type == "cpu" and bf16 else "sdpa"
+
+
 def setup_device(cfg) -> tuple[torch.device, str]:
     """Join torchrun's process group (if any) and pick this process's device."""
-    cuda = torch.cuda.is_available() and cfg.trainer.device != "cpu"
-    device_type = "cuda" if cuda else "cpu"
+    device_type = device_type_of(cfg)
     dist.init(device_type)
     return dist.local_device(device_type), device_type
 
@@ -83,11 +110,14 @@ def setup_data(cfg, task: TaskData):
     return tokenizer, data, Collator(task, tokenizer)
 
 
-def setup_model(cfg, task: TaskData, tokenizer, device, device_type) -> tuple[nn.Module, nn.Module]:
-    """The backbone with a fresh head, the method on it, on the device; (model, module to run)."""
+def setup_model(cfg, task: TaskData, tokenizer, device, device_type, stored: str) -> tuple[nn.Module, nn.Module]:
+    """The backbone with a fresh head, the method on it, its frozen weights stored as `stored` says, on the
+    device; (model, module to run)."""
     model = load_model(cfg.model.name_or_path, task.kind, task.num_labels, task.id2label or None,
-                       attn_implementation=cfg.model.attn_implementation, dropout=cfg.model.dropout)
+                       attn_implementation=attention(cfg, device_type, stored), dropout=cfg.model.dropout)
     model = apply_method(model, tokenizer, cfg.method, task.pair)
+    # after the method chose what trains: only what it froze is cast (vectors, head, LoRA's A and B stay fp32)
+    precision.store_frozen(model, precision.STORAGE[stored])
     if cfg.trainer.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = model.to(device)
@@ -150,7 +180,8 @@ def build(cfg, task: TaskData | None = None) -> Run:
     if cfg.trainer.selection == "heldout":
         task = hold_out(task, cfg.trainer.heldout_fraction, cfg.seed)
     tokenizer, data, collate = setup_data(cfg, task)
-    model, module = setup_model(cfg, task, tokenizer, device, device_type)
+    stored = frozen_storage(cfg, device_type)
+    model, module = setup_model(cfg, task, tokenizer, device, device_type, stored)
     # packing changes only the training batches' layout; evaluation stays padded, so predictions keep one row
     # per input (the loss is the same: a mean over the same labelled tokens)
     train_collate = PackingCollator(first_position(model.config)) if cfg.trainer.packing else collate
@@ -165,6 +196,7 @@ def build(cfg, task: TaskData | None = None) -> Run:
     return Run(cfg=cfg, device=device, device_type=device_type, world=world, rank=dist.rank(), task=task,
                tokenizer=tokenizer, data=data, collate=collate, train_collate=train_collate, method=method,
                model=model, module=module, params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-               amp_dtype=AMP_DTYPES[cfg.trainer.precision], train_rows=data["train"].to_list(), lengths=lengths,
+               amp_dtype=precision.compute_dtype(cfg.trainer.precision, stored), frozen_dtype=stored,
+               train_rows=data["train"].to_list(), lengths=lengths,
                global_batch=cfg.trainer.batch_size * world, total_steps=total_steps,
                main_metric=cfg.trainer.main_metric or task.main_metric)

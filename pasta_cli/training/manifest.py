@@ -2,7 +2,7 @@
 
     "manifest": {"python": "3.11.2", "torch": "2.13.0", "transformers": "5.1.0", "peft": "0.18.0",
                  "datasets": "4.4.1", "pasta-cli": "0.1.0", "git_commit": "d2d1dd7...", "git_dirty": false,
-                 "device": "cuda (NVIDIA H200)", "dtype": "bfloat16"}
+                 "device": "cuda (NVIDIA H200)", "dtype": "bfloat16", "frozen_dtype": "bfloat16"}
 
 `git_commit`/`git_dirty` are there only when pasta-cli runs from a git checkout (an editable install): the
 commit of the package's own folder, and whether a tracked file differs from it. An installed wheel, a folder
@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 
 import torch
+
+from pasta_cli.precision import STORAGE
 
 PACKAGES = ("torch", "transformers", "peft", "datasets", "pasta-cli")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pasta_cli/
@@ -61,7 +63,9 @@ def device_text(device: torch.device) -> str:
     return kind
 
 
-def manifest(device, precision_dtype: torch.dtype | None) -> dict:
-    """The versions, the code's commit, the device and the dtype the model computed in (fp32 unless autocast)."""
+def manifest(device, precision_dtype: torch.dtype | None, frozen_dtype: str = "fp32") -> dict:
+    """The versions, the code's commit, the device, the dtype the model computed in (fp32 unless autocast) and
+    the one its frozen weights were stored in (model.dtype as resolved)."""
     return {"python": platform.python_version(), **{name: version(name) for name in PACKAGES}, **git_state(),
-            "device": device_text(device), "dtype": str(precision_dtype or torch.float32).removeprefix("torch.")}
+            "device": device_text(device), "dtype": str(precision_dtype or torch.float32).removeprefix("torch."),
+            "frozen_dtype": str(STORAGE[frozen_dtype]).removeprefix("torch.")}

@@ -26,7 +26,7 @@ CHANGEABLE = (
     "trainer.packing", "model.attn_implementation",
 )
 # Keys newer than some checkpoints, with the value every run had before the key existed
-ADDED_SINCE = {"optim.eps_before_bias_correction": False}
+ADDED_SINCE = {"optim.eps_before_bias_correction": False, "model.dtype": "fp32"}
 TASK_KEYS = ("name", "kind", "pair", "labels")  # plus the rows' fingerprint; paths may move, the data may not
 
 
