@@ -67,7 +67,18 @@ def test_every_method_is_measured_with_the_documented_keys(result):
         assert len(r["round_medians_s"]) == 1 and r["timed_steps"] == 1
     for r in res["methods"].values():
         assert r["trainable"] == r["params"]["trainable"] and "peak_mem_mb" in r
-    assert set(res["ratios"]) == {"pasta/floor", "pasta/bitfit", "pasta/lora", "pasta/full_ft", "inference pasta/plain"}
+    assert set(res["ratios"]) == {"pasta/floor", "pasta/bitfit", "pasta/lora", "pasta/full_ft", "inference pasta/plain",
+                                  "pasta_bf16/pasta", "pasta_bf16/pasta_autocast", "pasta_autocast/pasta"}
+    # the roofline: every row's FLOPs, speed and share of the same-run matmul peak of the dtype it computes in
+    assert set(res["roofline"]["peak_gflops"]) == {"fp32", "bf16"}
+    for name, r in [*res["methods"].items(), *res["inference"].items()]:
+        assert r["gflops"] == pytest.approx(r["gflop_per_step"] / r["step_s"]), name
+        assert r["peak_share"] == pytest.approx(r["gflops"] / res["roofline"]["peak_gflops"][r["compute_dtype"]])
+    computes = {name: r["compute_dtype"] for name, r in res["methods"].items()}
+    assert computes["pasta"] == "fp32" and computes["pasta_autocast"] == computes["pasta_bf16"] == "bf16"
+    # the same work whatever the dtype; full FT's backward also computes the weights' gradients
+    assert res["methods"]["pasta_bf16"]["gflop_per_step"] == res["methods"]["pasta"]["gflop_per_step"]
+    assert res["methods"]["full_ft"]["gflop_per_step"] > res["methods"]["pasta"]["gflop_per_step"]
     for r in res["ratios"].values():
         assert set(r) == {"median", "fastest", "cpu", "per_round"} and r["median"] > 0
     assert res["wall_s"] > 0
@@ -96,7 +107,7 @@ def test_what_is_timed_is_the_runners_train_step(monkeypatch, tmp_path):
     argv = ["run", *TINY, "--methods", "floor,lora", "--rounds", "2", "--warmup", "1", "--no-memory",
             "--output", str(tmp_path / "b.json")]
     assert bench.main(argv) == 0
-    assert calls.count("floor") == calls.count("lora") == 1 + 2  # warm-up + one step per round
+    assert calls.count("floor") == calls.count("lora") == 1 + 1 + 2  # counted FLOPs, warm-up, one step per round
 
 
 def test_the_floor_through_the_runner_has_an_optimiser_and_nothing_to_update():
@@ -243,3 +254,24 @@ def test_real_batches_and_the_epoch_comparison_on_rte(data_root, tmp_path):
     assert e["pad_max"]["padded_tokens"] == 3 * 4 * 16  # every batch padded to --seq-len
     assert e["grouped"]["padded_tokens"] <= e["dynamic"]["padded_tokens"] <= e["pad_max"]["padded_tokens"]
     assert res["ratios"]["epoch pad_max/grouped"] > 0
+
+
+def test_the_roofline_counts_a_forwards_flops_as_the_formula_does():
+    """An independent count: 2 x multiply-adds of every Linear of a BERT layer (4 h^2 + 2 h f per token), its
+    attention (2 x 2 x L x h per token: scores and the weighted sum) and the pooler's h^2 per row."""
+    from roofline import count_flops
+    from transformers import BertConfig, BertModel
+    h, f, layers, batch, length = 32, 64, 2, 3, 16
+    model = BertModel(BertConfig(hidden_size=h, intermediate_size=f, num_hidden_layers=layers, num_attention_heads=4,
+                                 vocab_size=100, attn_implementation="eager")).eval()
+    ids = torch.randint(5, 100, (batch, length))
+    tokens = batch * length
+    want = layers * (2 * tokens * (4 * h * h + 2 * h * f) + 2 * 2 * tokens * length * h) + 2 * batch * h * h
+    with torch.no_grad():
+        assert count_flops(lambda: model(input_ids=ids)) == want
+
+
+def test_the_matmul_peak_is_a_positive_rate_for_every_dtype():
+    from roofline import matmul_peak
+    for dtype in ("fp32", "bf16", "int8"):
+        assert matmul_peak(dtype, 64, 32, 48, repeats=2) > 0
