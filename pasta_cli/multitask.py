@@ -19,7 +19,8 @@ and the heads stay fp32, the heads reading the shared pass's hidden states cast 
 
 Adding a task appends its vectors to the table (whose capacity doubles when full) and its map as one row:
 adding N tasks costs O(N) copies in all, not a rebuild of the whole table per add. Removing or replacing a
-task leaves a hole, compacted once the holes outnumber the live vectors.
+task leaves a hole, compacted once the holes outnumber the live vectors. A task's `vectors` is then a view
+into the table (held once in memory), re-pointed when the table moves.
 
 Only PASTA adapters (every variant, classifier_only included) can share a batch: the other methods
 change the backbone's own weights (BitFit, LoRA) or its attention (prefixes), which all rows share.
@@ -60,7 +61,7 @@ class Task:
     num_slots: int
     variant: str
     slot_to_vector: list[int]   # into the task's own vectors; -1: the slot has none
-    vectors: torch.Tensor       # (layers, the task's vectors, hidden)
+    vectors: torch.Tensor       # (layers, the task's vectors, hidden): once added, a view into the shared table
     model: nn.Module            # the head: the task's HF model class around a stand-in backbone
     max_length: int             # inputs are truncated there, as the task was trained
 
@@ -168,7 +169,7 @@ class MultiTaskPasta:
             if name not in self.tasks:
                 raise PastaError(f"no task '{name}' to remove: the tasks are {', '.join(self.tasks) or 'none'}")
             task = self.tasks.pop(name)
-            del self._index[name]
+            del self._index[name], self._offsets[name]
             self._dead += task.vectors.shape[1]
             self._dead_rows += 1
             self._compact_if_sparse()
@@ -210,13 +211,16 @@ class MultiTaskPasta:
                 template = cls.from_config(task_config)
             setattr(template, template.base_model_prefix, SharedOutput())
             self._templates[key] = template
-        model = copy.deepcopy(self._templates[key])  # the head's few modules, on meta
-        model.config = task_config  # its labels (the modules read only sizes, equal within a key)
+        template = self._templates[key]
+        # the head's few modules, on meta; the task's config (its labels; the modules read only sizes, equal within
+        # a key) stands for the template's wherever a module holds it, so that no copy of the template's is made
+        model = copy.deepcopy(template, memo={id(template.config): task_config})
         expected = {n for n, _ in model.named_parameters()}
         if set(tensors) != expected:
             raise PastaError(f"adapter '{name}' ({path}) holds head tensors {sorted(tensors)}, the {head} head of "
                              f"this backbone has {sorted(expected)}: the adapter was made for another model")
-        model.load_state_dict(tensors, strict=False, assign=True)
+        # cloned: safetensors' tensors share the file's one buffer, which a kept view would keep whole (vectors too)
+        model.load_state_dict({k: v.clone() for k, v in tensors.items()}, strict=False, assign=True)
         return model.eval().to(self.device)
 
     def _rebuild(self) -> None:
@@ -230,14 +234,26 @@ class MultiTaskPasta:
         self._dead = self._dead_rows = 0                          # of which: holes left by removed or replaced tasks
         self._slots = torch.tensor([t.num_slots for t in tasks] or [0], device=self.device)
         self._index = {name: i for i, name in enumerate(self.tasks)}  # task name -> its row of _maps
+        self._offsets: dict[str, int] = {}                        # task name -> its first vector in the table
+        offset = 0
+        for t in tasks:
+            self._offsets[t.name] = offset
+            offset += t.vectors.shape[1]
+        self._repoint()
+
+    def _repoint(self) -> None:
+        """Every live task's `vectors` a view of its columns in the current table (one copy in memory)."""
+        for t in self.tasks.values():
+            t.vectors = self._table[:, self._offsets[t.name]:self._offsets[t.name] + t.vectors.shape[1]]
         self.injector.table = self._table[:, :self._used]
 
     def _append(self, task: Task, replaced: Task | None) -> None:
         """Add `task`'s vectors and map after the last ones, growing the table and the maps by doubling (amortised
         O(its size)); a task it replaces leaves a hole. Called under the lock: no forward pass is in flight."""
         n, used = task.vectors.shape[1], self._used
-        if used + n > self._table.shape[1]:
-            grown = self._table.new_zeros(self.layers, max(used + n, 2 * self._table.shape[1]), self._table.shape[2])
+        moved = used + n > self._table.shape[1]
+        if moved:  # torch.empty: the capacity not yet written takes no resident memory
+            grown = self._table.new_empty(self.layers, max(used + n, 2 * self._table.shape[1]), self._table.shape[2])
             grown[:, :used] = self._table[:, :used]
             self._table = grown
         self._table[:, used:used + n] = task.vectors.to(self.device)
@@ -250,12 +266,16 @@ class MultiTaskPasta:
         self._maps[self._rows] = -1
         self._maps[self._rows, :len(row)] = torch.tensor(row, dtype=torch.long)
         self._slots[self._rows] = task.num_slots
-        self._index[task.name] = self._rows
+        self._index[task.name], self._offsets[task.name] = self._rows, used
         self._rows, self._used = self._rows + 1, used + n
         if replaced is not None:
             self._dead += replaced.vectors.shape[1]
             self._dead_rows += 1
-        self.injector.table = self._table[:, :self._used]
+        if moved:
+            self._repoint()  # O(tasks), once per doubling
+        else:
+            task.vectors = self._table[:, used:used + n]
+            self.injector.table = self._table[:, :self._used]
         self._compact_if_sparse()
 
     def _compact_if_sparse(self) -> None:

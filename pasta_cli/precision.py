@@ -77,9 +77,10 @@ SERVING_PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
 def resolve_serving(name: str, device_type: str) -> str:
     """The serving precision `name` as run on `device_type`: `auto` becomes bf16 where `fast_bf16`, else fp32.
 
-    Measured on one thread of an AMD EPYC with AVX512-BF16 (docs/results/serve_cpu.md): bf16-stored MiniLM serves
-    faster than int8 dynamic quantization (whose activations are quantized and dequantized around every Linear),
-    so auto prefers bf16; without native bf16, fp32 (int8 changes the answers more and is left to ask for)."""
+    Why not int8, even where it is the fastest (one thread of an AMD EPYC with AVX512-BF16/VNNI: int8 ~1.3x bf16,
+    docs/results/serve_cpu.md): dynamic int8 quantizes each batch's activations with one scale per tensor, which a
+    few large hidden dimensions of MiniLM set, so its logits move by up to ~40% of the largest and some labels flip
+    (tests/test_precision_serving.py), where bf16 stays within ~2% of fp32. int8 is there to ask for."""
     if name not in SERVING_PRECISIONS:
         raise PastaError(f"unknown precision '{name}': choose one of {', '.join(SERVING_PRECISIONS)}")
     if name == "int8" and device_type != "cpu":
