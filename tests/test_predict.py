@@ -112,7 +112,7 @@ def test_an_adapter_saved_by_hand_reads_the_columns_it_is_given(tmp_path, cli):
     code, err = cli(*args)
     assert code == 2 and "adapter 'rte' has no run folder to say which columns hold the text: name them, " \
         "--columns rte=COLUMN[,COLUMN2]" in err
-    run([*map(str, args), "--columns", "rte=a,b", "--columns", "sst2=sentence", "--no-progress"])
+    run([*map(str, args), "--columns", "rte=a,b", "--columns", "sst2=sentence", "--no-progress", "--precision", "fp32"])
     expected = MultiTaskPasta.from_adapters(paths, precision="fp32").predict([r for r in rows if r["task"] == "rte"])
     got = [json.loads(line) for line in (tmp_path / "out" / "rte.jsonl").read_text().splitlines()]
     assert [g["label"] for g in got] == [e["label"] for e in expected]
