@@ -13,12 +13,22 @@ family's head (BERT's pooler + classifier, RoBERTa's dense + out_proj, DeBERTa's
 runs exactly as its single-task model runs it. Heads are built on the meta device and take the
 adapter's tensors by assignment: adding or removing a task copies a few KB, never the backbone.
 
+Serving precision (`precision`, pasta_cli.precision.SERVING_PRECISIONS): the frozen encoder alone changes
+format (bf16 storage under bf16 autocast, or int8 dynamically quantized Linear layers); the table of vectors
+and the heads stay fp32, the heads reading the shared pass's hidden states cast to fp32.
+
+Adding a task appends its vectors to the table (whose capacity doubles when full) and its map as one row:
+adding N tasks costs O(N) copies in all, not a rebuild of the whole table per add. Removing or replacing a
+task leaves a hole, compacted once the holes outnumber the live vectors. A task's `vectors` is then a view
+into the table (held once in memory), re-pointed when the table moves.
+
 Only PASTA adapters (every variant, classifier_only included) can share a batch: the other methods
 change the backbone's own weights (BitFit, LoRA) or its attention (prefixes), which all rows share.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +46,7 @@ from pasta_cli.items import TASK_NAME, parse_item, prediction
 from pasta_cli.modeling import encoder_layers, freeze
 from pasta_cli.pasta import RowInjector as MixedInjector
 from pasta_cli.pasta import attach, count_slots, stack_vectors, template_token_ids
-from pasta_cli.precision import AMP_DTYPES
+from pasta_cli.precision import prepare_serving, resolve_serving
 
 
 @dataclass(eq=False)  # a task is itself: hashed by identity, so a replaced task is told from its successor
@@ -51,7 +61,7 @@ class Task:
     num_slots: int
     variant: str
     slot_to_vector: list[int]   # into the task's own vectors; -1: the slot has none
-    vectors: torch.Tensor       # (layers, the task's vectors, hidden)
+    vectors: torch.Tensor       # (layers, the task's vectors, hidden): once added, a view into the shared table
     model: nn.Module            # the head: the task's HF model class around a stand-in backbone
     max_length: int             # inputs are truncated there, as the task was trained
 
@@ -82,13 +92,14 @@ class MultiTaskPasta:
                     {"task": "sst2", "text": "a gem of a film"}])
 
     `backbone`: a hub id, a local folder or `minilm`; None takes the first adapter's (`from_adapters`).
+    `precision`: auto | fp32 | bf16 | int8 | fp16 (pasta_cli.precision.resolve_serving); `self.precision` holds
+    what it resolved to here.
     Thread-safe: adding or removing a task waits for the forward pass in flight.
     """
 
-    def __init__(self, backbone: str, device: str = "cpu", precision: str = "fp32"):
-        if precision not in AMP_DTYPES:
-            raise PastaError(f"unknown precision '{precision}': choose one of {', '.join(AMP_DTYPES)}")
-        self.backbone, self.device, self.precision = backbone, torch.device(device), precision
+    def __init__(self, backbone: str, device: str = "cpu", precision: str = "auto"):
+        self.device = torch.device(device)
+        self.backbone, self.precision = backbone, resolve_serving(precision, self.device.type)
         self.config = load_config(backbone)
         self.tokenizer = load_tokenizer(backbone)
         self._word_tokenizer = None  # loaded with the first token-classification task
@@ -96,15 +107,15 @@ class MultiTaskPasta:
         self.encoder = load_model(backbone, "classification", 2).base_model
         freeze(self.encoder, lambda name: False)
         self.encoder.eval().to(self.device)
+        self._autocast = prepare_serving(self.encoder, self.precision)  # after .to(): int8 modules are CPU-only
         self.layers = len(encoder_layers(self.encoder))
         self.injector = MixedInjector(self.layers, self.config.hidden_size, template_token_ids(self.tokenizer))
         self.injector.to(self.device)
         attach(self.encoder, self.injector)
         self.tasks: dict[str, Task] = {}
-        self._maps = torch.zeros(0, 1, dtype=torch.long)   # (tasks, P max), global vector indices
-        self._slots = torch.zeros(0, dtype=torch.long)     # (tasks,)
-        self._index: dict[str, int] = {}                   # task name -> row of _maps
+        self._templates: dict[tuple, nn.Module] = {}        # (class, head options) -> an empty head on meta
         self._lock = threading.RLock()
+        self._rebuild()
 
     @classmethod
     def from_adapters(cls, adapters: Mapping[str, str], backbone: str | None = None, **kwargs) -> MultiTaskPasta:
@@ -148,16 +159,20 @@ class MultiTaskPasta:
         if task.head == "token_classification" and self._word_tokenizer is None:
             self._word_tokenizer = load_tokenizer(self.backbone, pretokenized=True)
         with self._lock:
+            replaced = self.tasks.get(name)
             self.tasks[name] = task
-            self._rebuild()
+            self._append(task, replaced)
         return task
 
     def remove_adapter(self, name: str) -> None:
         with self._lock:
             if name not in self.tasks:
                 raise PastaError(f"no task '{name}' to remove: the tasks are {', '.join(self.tasks) or 'none'}")
-            del self.tasks[name]
-            self._rebuild()
+            task = self.tasks.pop(name)
+            del self._index[name], self._offsets[name]
+            self._dead += task.vectors.shape[1]
+            self._dead_rows += 1
+            self._compact_if_sparse()
 
     def _check_fits(self, name: str, config: dict, path) -> None:
         """Refuse, in one line, an adapter that cannot share this backbone's batches."""
@@ -188,25 +203,85 @@ class MultiTaskPasta:
         options = {"num_labels": 1, "problem_type": "regression"} if head == "regression" else {
             "num_labels": config["num_labels"], "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
         cls = AutoModelForTokenClassification if head == "token_classification" else AutoModelForSequenceClassification
-        with torch.device("meta"):  # no weights are allocated: the backbone is replaced, the head assigned
-            base = {k: v for k, v in self.config.to_dict().items() if k not in ("id2label", "label2id")}
-            model = cls.from_config(type(self.config).from_dict({**base, **options}))
-        setattr(model, model.base_model_prefix, SharedOutput())
+        base = {k: v for k, v in self.config.to_dict().items() if k not in ("id2label", "label2id")}
+        task_config = type(self.config).from_dict({**base, **options})
+        key = (cls.__name__, head, 1 if head == "regression" else config["num_labels"])
+        if key not in self._templates:  # built once per kind of head: building the model is most of an add's cost
+            with torch.device("meta"):  # no weights are allocated: the backbone is replaced, the head assigned
+                template = cls.from_config(task_config)
+            setattr(template, template.base_model_prefix, SharedOutput())
+            self._templates[key] = template
+        template = self._templates[key]
+        # the head's few modules, on meta; the task's config (its labels; the modules read only sizes, equal within
+        # a key) stands for the template's wherever a module holds it, so that no copy of the template's is made
+        model = copy.deepcopy(template, memo={id(template.config): task_config})
         expected = {n for n, _ in model.named_parameters()}
         if set(tensors) != expected:
             raise PastaError(f"adapter '{name}' ({path}) holds head tensors {sorted(tensors)}, the {head} head of "
                              f"this backbone has {sorted(expected)}: the adapter was made for another model")
-        model.load_state_dict(tensors, strict=False, assign=True)
+        # cloned: safetensors' tensors share the file's one buffer, which a kept view would keep whole (vectors too)
+        model.load_state_dict({k: v.clone() for k, v in tensors.items()}, strict=False, assign=True)
         return model.eval().to(self.device)
 
     def _rebuild(self) -> None:
-        """One table of every task's vectors and each task's slot map into it (a few KB per task)."""
+        """One table of every task's vectors and each task's slot map into it (a few KB per task), compacted:
+        no hole of a removed or replaced task. Called under the lock (or before any thread can see the model)."""
         tasks = list(self.tasks.values())
         table, maps = (stack_vectors([t.vectors for t in tasks], [t.slot_to_vector for t in tasks]) if tasks else
                        (torch.zeros(self.layers, 0, self.config.hidden_size), torch.tensor([[-1]])))
-        self.injector.table, self._maps = table.to(self.device), maps.to(self.device)
+        self._table, self._maps = table.to(self.device), maps.to(self.device)  # (layers, capacity, hidden), (rows, P)
+        self._used, self._rows = table.shape[1], len(tasks)      # vectors and map rows in use, holes included
+        self._dead = self._dead_rows = 0                          # of which: holes left by removed or replaced tasks
         self._slots = torch.tensor([t.num_slots for t in tasks] or [0], device=self.device)
-        self._index = {name: i for i, name in enumerate(self.tasks)}
+        self._index = {name: i for i, name in enumerate(self.tasks)}  # task name -> its row of _maps
+        self._offsets: dict[str, int] = {}                        # task name -> its first vector in the table
+        offset = 0
+        for t in tasks:
+            self._offsets[t.name] = offset
+            offset += t.vectors.shape[1]
+        self._repoint()
+
+    def _repoint(self) -> None:
+        """Every live task's `vectors` a view of its columns in the current table (one copy in memory)."""
+        for t in self.tasks.values():
+            t.vectors = self._table[:, self._offsets[t.name]:self._offsets[t.name] + t.vectors.shape[1]]
+        self.injector.table = self._table[:, :self._used]
+
+    def _append(self, task: Task, replaced: Task | None) -> None:
+        """Add `task`'s vectors and map after the last ones, growing the table and the maps by doubling (amortised
+        O(its size)); a task it replaces leaves a hole. Called under the lock: no forward pass is in flight."""
+        n, used = task.vectors.shape[1], self._used
+        moved = used + n > self._table.shape[1]
+        if moved:  # torch.empty: the capacity not yet written takes no resident memory
+            grown = self._table.new_empty(self.layers, max(used + n, 2 * self._table.shape[1]), self._table.shape[2])
+            grown[:, :used] = self._table[:, :used]
+            self._table = grown
+        self._table[:, used:used + n] = task.vectors.to(self.device)
+        row = [i + used if i >= 0 else -1 for i in task.slot_to_vector]
+        if len(row) > self._maps.shape[1]:  # a task with more slots than any before: widen every map (rare)
+            self._maps = torch.nn.functional.pad(self._maps, (0, len(row) - self._maps.shape[1]), value=-1)
+        if self._rows == self._maps.shape[0]:
+            self._maps = torch.cat([self._maps, torch.full_like(self._maps, -1)])
+            self._slots = torch.cat([self._slots, torch.zeros_like(self._slots)])
+        self._maps[self._rows] = -1
+        self._maps[self._rows, :len(row)] = torch.tensor(row, dtype=torch.long)
+        self._slots[self._rows] = task.num_slots
+        self._index[task.name], self._offsets[task.name] = self._rows, used
+        self._rows, self._used = self._rows + 1, used + n
+        if replaced is not None:
+            self._dead += replaced.vectors.shape[1]
+            self._dead_rows += 1
+        if moved:
+            self._repoint()  # O(tasks), once per doubling
+        else:
+            task.vectors = self._table[:, used:used + n]
+            self.injector.table = self._table[:, :self._used]
+        self._compact_if_sparse()
+
+    def _compact_if_sparse(self) -> None:
+        """Rebuild once holes are over half the table or the maps: O(live tasks), after as many removals."""
+        if 2 * self._dead > self._used or 2 * self._dead_rows > self._rows:
+            self._rebuild()
 
     # ------------------------------------------------------------------------------------ inputs
 
@@ -274,24 +349,24 @@ class MultiTaskPasta:
     def _forward(self, tasks: list[Task], rows: list[dict]) -> list[torch.Tensor]:
         features = [{k: v for k, v in r.items() if k != "word_starts"} for r in rows]
         batch = {k: v.to(self.device) for k, v in self.tokenizer.pad(features, return_tensors="pt").items()}
-        autocast = torch.autocast(self.device.type, AMP_DTYPES[self.precision] or torch.float32,
-                                  enabled=self.precision != "fp32")
-        with self._lock, torch.inference_mode(), autocast:
+        with self._lock, torch.inference_mode():
             for task in dict.fromkeys(tasks):
                 if self.tasks.get(task.name) is not task:
                     raise PastaError(f"task '{task.name}' was removed or replaced while its rows waited: "
                                      "send them again")
             which = torch.tensor([self._index[t.name] for t in tasks], device=self.device)
             self.injector.row_maps, self.injector.row_slots = self._maps[which], self._slots[which]
-            shared = self.encoder(**batch)
+            with torch.autocast(self.device.type, self._autocast or torch.float32, enabled=bool(self._autocast)):
+                shared = self.encoder(**batch)
+            hidden = shared.last_hidden_state.float()  # the heads are fp32 in every precision
+            pooled = getattr(shared, "pooler_output", None)  # BERT: its pooler; others: none
+            pooled = None if pooled is None else pooled.float()
             results: list = [None] * len(rows)
             for task in dict.fromkeys(tasks):
                 mine = [i for i, t in enumerate(tasks) if t is task]
                 idx = torch.tensor(mine, device=self.device)
-                pooled = getattr(shared, "pooler_output", None)  # BERT: its pooler; others: none
                 task.model.get_submodule(task.model.base_model_prefix).output = BaseModelOutputWithPooling(
-                    last_hidden_state=shared.last_hidden_state[idx],
-                    pooler_output=None if pooled is None else pooled[idx])
+                    last_hidden_state=hidden[idx], pooler_output=None if pooled is None else pooled[idx])
                 logits = task.model(attention_mask=batch["attention_mask"][idx]).logits.float().cpu()
                 for j, i in enumerate(mine):
                     n = len(rows[i]["input_ids"])

@@ -168,11 +168,11 @@ def test_the_adapter_carries_what_inference_needs_and_every_reader_reads_it(tmp_
     assert settings == {"max_length": 24, "task_spec": spec, "tokenizer": {
         "split_special_tokens": True, "pretokenized": False, "truncation": "longest_first"}}
     assert load_adapter(tmp_path / "a")[1].model_max_length == 24
-    assert MultiTaskPasta(backbone).add_adapter("rte", tmp_path / "a").max_length == 24
+    assert MultiTaskPasta(backbone, precision="fp32").add_adapter("rte", tmp_path / "a").max_length == 24
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     config["tokenizer"]["truncation"] = "only_second"
     (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(config))
-    for read in (load_adapter, lambda path: MultiTaskPasta(backbone).add_adapter("rte", path)):
+    for read in (load_adapter, lambda path: MultiTaskPasta(backbone, precision="fp32").add_adapter("rte", path)):
         with pytest.raises(PastaError, match="tokenizer policy .*'only_second'.*: use the pasta-cli version"):
             read(tmp_path / "a")
 
@@ -204,7 +204,7 @@ def test_a_hub_id_loads_from_the_hub_cache_offline(tmp_path, monkeypatch):
         assert torch.equal(local(**enc).logits, loaded(**enc).logits)
         assert torch.allclose(model(**enc).logits, loaded(**enc).logits, atol=1e-6)
     assert loaded_tok.model_max_length == 24 and inference_settings("someone/pasta-rte")["max_length"] == 24
-    mt = MultiTaskPasta(backbone)
+    mt = MultiTaskPasta(backbone, precision="fp32")
     assert mt.add_adapter("rte", "someone/pasta-rte").max_length == 24
 
 

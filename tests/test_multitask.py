@@ -27,7 +27,7 @@ def max_diff(got, expected):
 @pytest.mark.parametrize("seed,batch_size", [(0, None), (1, 3), (2, 1), (3, 4)])
 def test_a_mixed_batch_equals_each_tasks_own_model(bert, seed, batch_size):
     backbone, paths, expected = bert
-    mt = MultiTaskPasta.from_adapters(paths)
+    mt = MultiTaskPasta.from_adapters(paths, precision="fp32")
     order = list(range(len(ITEMS)))
     random.Random(seed).shuffle(order)
     got = mt.logits([ITEMS[i] for i in order], batch_size=batch_size)
@@ -39,7 +39,7 @@ def test_the_test_can_fail_tasks_really_differ(bert):
     """Each row's answer depends on its own task's vectors: the same text under another task's vectors
     (same head) gives other logits, so a mix-up would be caught by the equality above."""
     backbone, paths, expected = bert
-    mt = MultiTaskPasta(backbone)
+    mt = MultiTaskPasta(backbone, precision="fp32")
     mt.add_adapter("rte", paths["rte"])
     shifted = make_adapter(paths["rte"].parent / "rte-other", backbone, True, "classification", "full",
                            ADAPTERS["rte"][3], seed=99)
@@ -58,13 +58,13 @@ def test_other_families_mix_pairs_and_singles(tmp_path, family):
              "single": make_adapter(tmp_path / "s", backbone, False, "regression", "sep_only", None, 2)}
     items = [{"task": "pair", "text": ["the man eats", "a dog"]}, {"task": "single", "text": "hello there world"},
              {"task": "pair", "text": ["a", "b c d e f g"]}, {"task": "single", "text": "x"}]
-    mt = MultiTaskPasta.from_adapters(paths)
+    mt = MultiTaskPasta.from_adapters(paths, precision="fp32")
     assert max_diff(mt.logits(items), reference_logits(paths, items)) <= TOL
 
 
 def test_predict_returns_labels_probabilities_scores_and_tags(bert):
     backbone, paths, expected = bert
-    out = MultiTaskPasta.from_adapters(paths).predict(ITEMS)
+    out = MultiTaskPasta.from_adapters(paths, precision="fp32").predict(ITEMS)
     rte = out[0]
     assert rte["label"] == ADAPTERS["rte"][3][int(expected[0].argmax())]
     assert rte["probabilities"] == pytest.approx(dict(zip(ADAPTERS["rte"][3], expected[0].softmax(-1).tolist())),
@@ -76,7 +76,7 @@ def test_predict_returns_labels_probabilities_scores_and_tags(bert):
 
 def test_adding_and_removing_while_predicting_never_gives_a_wrong_answer(bert):
     backbone, paths, expected = bert
-    mt = MultiTaskPasta.from_adapters({"rte": paths["rte"], "sst2": paths["sst2"]})
+    mt = MultiTaskPasta.from_adapters({"rte": paths["rte"], "sst2": paths["sst2"]}, precision="fp32")
     items = [ITEMS[0], ITEMS[1], ITEMS[6], ITEMS[8]]
     want = [expected[0], expected[1], expected[6], expected[8]]
     errors, stop = [], threading.Event()
@@ -111,7 +111,7 @@ def test_adding_and_removing_while_predicting_never_gives_a_wrong_answer(bert):
 def test_an_adapter_for_another_method_is_refused(tmp_path):
     model, tok, backbone, settings = trained_baseline("bitfit", tmp_path)
     save_adapter(model, tmp_path / "bitfit", backbone=backbone, head="classification", pair=True, method="bitfit")
-    mt = MultiTaskPasta(backbone)
+    mt = MultiTaskPasta(backbone, precision="fp32")
     with pytest.raises(PastaError, match="is a bitfit adapter: only PASTA adapters share a mixed batch") as err:
         mt.add_adapter("b", tmp_path / "bitfit")
     assert "\n" not in str(err.value)
@@ -126,7 +126,7 @@ def test_an_adapter_for_another_backbone_is_refused(bert, tmp_path, change, mess
     other = save_backbone(tmp_path / "other", **change)
     adapter = paths["rte"] if change else make_adapter(tmp_path / "a", other, True, "classification", "full",
                                                        ["x", "y"])
-    mt = MultiTaskPasta(other if change else backbone)
+    mt = MultiTaskPasta(other if change else backbone, precision="fp32")
     with pytest.raises(PastaError, match=message) as err:
         mt.add_adapter("x", adapter)
     assert "\n" not in str(err.value) and not mt.tasks
@@ -143,7 +143,7 @@ def test_a_wider_backbone_is_refused(tmp_path):
     adapter = make_adapter(tmp_path / "a", save_backbone(tmp_path / "narrow"), True, "classification", "full",
                            ["x", "y"])
     with pytest.raises(PastaError, match="hidden_size 32 in the adapter, 48 here"):
-        MultiTaskPasta(str(wide)).add_adapter("a", adapter)
+        MultiTaskPasta(str(wide), precision="fp32").add_adapter("a", adapter)
 
 
 @pytest.mark.parametrize("item,message", [
@@ -155,14 +155,14 @@ def test_a_wider_backbone_is_refused(tmp_path):
 ])
 def test_a_bad_item_is_one_line_naming_it(bert, item, message):
     backbone, paths, _ = bert
-    mt = MultiTaskPasta.from_adapters({k: paths[k] for k in ("rte", "sst2", "ner")})
+    mt = MultiTaskPasta.from_adapters({k: paths[k] for k in ("rte", "sst2", "ner")}, precision="fp32")
     with pytest.raises(PastaError, match=message):
         mt.predict([item])
 
 
 def test_adding_a_task_copies_tensors_and_never_reloads_the_backbone(bert):
     backbone, paths, _ = bert
-    mt = MultiTaskPasta(backbone)
+    mt = MultiTaskPasta(backbone, precision="fp32")
     encoder = {n: p.data_ptr() for n, p in mt.encoder.named_parameters()}
     for name, path in paths.items():
         mt.add_adapter(name, path)

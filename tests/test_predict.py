@@ -54,7 +54,7 @@ def tsv(path: Path) -> list[list[str]]:
 
 def test_two_tasks_in_one_call_equal_what_their_runs_predicted(runs, tmp_path):
     out = tmp_path / "preds"
-    written = run(["--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--adapter", f"tags={runs['tags'] / 'adapter'}",
+    written = run(["--precision", "fp32", "--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--adapter", f"tags={runs['tags'] / 'adapter'}",
                    "--input", f"pairs={runs['data'] / 'test.csv'}", "--input",
                    f"tags={runs['conll'] / 'validation.txt'}", "--output", str(out), "--batch-size", "3",
                    "--no-progress"])
@@ -71,7 +71,7 @@ def test_two_tasks_in_one_call_equal_what_their_runs_predicted(runs, tmp_path):
 
 
 def test_a_labelled_input_gives_the_runs_dev_predictions(runs, tmp_path):
-    run(["--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--input", f"pairs={runs['data'] / 'dev.csv'}",
+    run(["--precision", "fp32", "--adapter", f"pairs={runs['pairs'] / 'adapter'}", "--input", f"pairs={runs['data'] / 'dev.csv'}",
          "--output", str(tmp_path), "--no-progress"])
     labels = [json.loads(line)["label"] for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert labels == [row[1] for row in tsv(runs["pairs"] / "dev_predictions.tsv")[1:]]
@@ -112,8 +112,8 @@ def test_an_adapter_saved_by_hand_reads_the_columns_it_is_given(tmp_path, cli):
     code, err = cli(*args)
     assert code == 2 and "adapter 'rte' has no run folder to say which columns hold the text: name them, " \
         "--columns rte=COLUMN[,COLUMN2]" in err
-    run([*map(str, args), "--columns", "rte=a,b", "--columns", "sst2=sentence", "--no-progress"])
-    expected = MultiTaskPasta.from_adapters(paths).predict([r for r in rows if r["task"] == "rte"])
+    run([*map(str, args), "--columns", "rte=a,b", "--columns", "sst2=sentence", "--no-progress", "--precision", "fp32"])
+    expected = MultiTaskPasta.from_adapters(paths, precision="fp32").predict([r for r in rows if r["task"] == "rte"])
     got = [json.loads(line) for line in (tmp_path / "out" / "rte.jsonl").read_text().splitlines()]
     assert [g["label"] for g in got] == [e["label"] for e in expected]
     assert [g["probabilities"] for g in got] == [pytest.approx(e["probabilities"], abs=1e-6) for e in expected]
@@ -156,14 +156,14 @@ def test_a_copied_adapter_predicts_and_serves_as_its_run_does(runs, tmp_path):
     assert settings["task_spec"]["labels"] == ["no", "yes"] and settings["tokenizer"]["truncation"] == "longest_first"
     out = {}
     for name, adapter in (("run", runs["pairs"] / "adapter"), ("copy", alone)):  # no --columns: the spec says
-        run(["--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
+        run(["--precision", "fp32", "--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
              "--no-progress"])
         out[name] = [(tmp_path / name / f).read_text() for f in ("pairs.jsonl", "pairs.tsv")]
     assert out["copy"] == out["run"]
     want = [json.loads(line) for line in out["run"][0].splitlines()]
     # the comparison can fail: at the backbone's 512 tokens the same rows get other probabilities
     items = [{"task": "pairs", "text": [r["q"], r["s"]]} for r in csv.DictReader(data.open())]
-    uncut = MultiTaskPasta(runs["backbone"])
+    uncut = MultiTaskPasta(runs["backbone"], precision="fp32")
     uncut.add_adapter("pairs", alone, max_length=512)
     assert not all(same(g, w) for g, w in zip(uncut.predict(items), want))
     # load_adapter's tokenizer cuts where the run did
@@ -174,7 +174,7 @@ def test_a_copied_adapter_predicts_and_serves_as_its_run_does(runs, tmp_path):
     assert model(**enc).logits.softmax(-1)[0].tolist() == pytest.approx(list(want[0]["probabilities"].values()),
                                                                          abs=1e-5)
     # pasta-serve on the copied folder: the same answers
-    app, _, _ = build(["--adapters-dir", str(alone.parent)])
+    app, _, _ = build(["--precision", "fp32", "--adapters-dir", str(alone.parent)])
     server = Served(app)
     try:
         deadline = time.time() + 30
@@ -196,10 +196,10 @@ def test_an_adapter_saved_before_it_carried_its_task_reads_its_run_folder(runs, 
     (old / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     data = long_rows(tmp_path / "long.csv")
     for name, adapter in (("new", runs["pairs"] / "adapter"), ("old", old / "adapter")):
-        run(["--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
+        run(["--precision", "fp32", "--adapter", f"pairs={adapter}", "--input", f"pairs={data}", "--output", str(tmp_path / name),
              "--no-progress"])
     assert (tmp_path / "old" / "pairs.jsonl").read_text() == (tmp_path / "new" / "pairs.jsonl").read_text()
-    assert MultiTaskPasta(runs["backbone"]).add_adapter("pairs", old / "adapter").max_length == 32
+    assert MultiTaskPasta(runs["backbone"], precision="fp32").add_adapter("pairs", old / "adapter").max_length == 32
 
 
 def test_wrong_columns_and_an_output_that_is_a_file_are_one_line(runs, tmp_path, cli):

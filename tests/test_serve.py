@@ -61,7 +61,7 @@ def adapters(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(adapters):
     backbone, paths = adapters
-    model = MultiTaskPasta.from_adapters(paths)
+    model = MultiTaskPasta.from_adapters(paths, precision="fp32")
     limits = Limits(max_batch=8, max_wait_ms=20, max_queue=64, max_items=6, max_body_bytes=4000, max_text_chars=300)
     server = Served(create_app(model, limits))
     yield server, model.predict(ITEMS)  # what pasta-predict writes for every item (tests/test_predict.py)
@@ -147,7 +147,7 @@ def test_tasks_health_and_metrics(served):
 
 def test_a_full_queue_answers_503_with_a_retry_hint(adapters):
     backbone, paths = adapters
-    model = MultiTaskPasta.from_adapters({"rte": paths["rte"]})
+    model = MultiTaskPasta.from_adapters({"rte": paths["rte"]}, precision="fp32")
     entered, release = threading.Event(), threading.Event()
     offline = model.predict_encoded
 
@@ -181,7 +181,7 @@ def test_tasks_come_and_go_with_the_adapters_folder(adapters, tmp_path):
     folder = tmp_path / "adapters"
     folder.mkdir()
     shutil.copytree(paths["sst2"], folder / "sst2")
-    app, host, port = build(["--adapters-dir", str(folder), "--poll-seconds", "0.1"])
+    app, host, port = build(["--precision", "fp32", "--adapters-dir", str(folder), "--poll-seconds", "0.1"])
     assert (host, port) == ("127.0.0.1", 8000)  # loopback unless told otherwise
     server = Served(app)
     try:
@@ -231,7 +231,7 @@ def test_a_failed_batch_is_retried_item_by_item_so_only_the_guilty_request_fails
     request in the batch; each item now runs again alone, and only the request whose item fails alone gets a 500,
     which /metrics counts."""
     backbone, paths = adapters
-    model = MultiTaskPasta.from_adapters(paths)
+    model = MultiTaskPasta.from_adapters(paths, precision="fp32")
     expected = model.predict(ITEMS)
     poisoned_batches = poison(model)
     server = Served(create_app(model, Limits(max_batch=64, max_wait_ms=500)))
@@ -278,7 +278,7 @@ def test_text_the_tokenizer_refuses_is_its_own_requests_422(adapters):
     """Whatever the tokenizer raises on one item (here a TypeError, as the fast tokenizer's on a lone surrogate)
     is that request's 422, raised while the item is tokenized alone, before it can join anyone's batch."""
     backbone, paths = adapters
-    model = MultiTaskPasta.from_adapters(paths)
+    model = MultiTaskPasta.from_adapters(paths, precision="fp32")
     expected, encode = model.predict(ITEMS[:2]), model.encode
 
     def fussy(parsed):

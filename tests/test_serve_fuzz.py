@@ -46,8 +46,8 @@ CONFORMS = [not_a_server_error, status_code_conformance, content_type_conformanc
 def served(tmp_path_factory):
     """The app on 127.0.0.1, every task of deploy_fixtures, and a second model that answers offline."""
     backbone, paths = make_all(tmp_path_factory.mktemp("fuzz"))
-    server = Served(create_app(MultiTaskPasta.from_adapters(paths), LIMITS))
-    yield server, MultiTaskPasta.from_adapters(paths), paths
+    server = Served(create_app(MultiTaskPasta.from_adapters(paths, precision="fp32"), LIMITS))
+    yield server, MultiTaskPasta.from_adapters(paths, precision="fp32"), paths
     server.close()
 
 
@@ -148,8 +148,8 @@ def test_sixteen_clients_one_hostile_every_good_request_is_answered_as_offline(t
     """15 good clients and 1 hostile one at once on one server (batches of up to 16 items mix their requests):
     every good request 200 and equal to the offline prediction, every hostile one a 4xx (the poison: a 500)."""
     backbone, paths = make_all(tmp_path)
-    model = MultiTaskPasta.from_adapters(paths)
-    want = MultiTaskPasta.from_adapters(paths).predict(ITEMS)
+    model = MultiTaskPasta.from_adapters(paths, precision="fp32")
+    want = MultiTaskPasta.from_adapters(paths, precision="fp32").predict(ITEMS)
     poisoned_batches = poison(model)
     server = Served(create_app(model, Limits(max_batch=16, max_wait_ms=30, max_items=4)))
     good, bad, lock = Counter(), Counter(), threading.Lock()

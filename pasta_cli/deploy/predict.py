@@ -33,7 +33,7 @@ from pasta_cli.eval import submission_rows
 from pasta_cli.files import jsonl, write_atomic, write_tsv
 from pasta_cli.items import parse_item
 from pasta_cli.multitask import MultiTaskPasta, Task
-from pasta_cli.precision import AMP_DTYPES
+from pasta_cli.precision import SERVING_PRECISIONS, resolve_serving
 
 PROG = "pasta-predict"
 FORMAT_OF = {ext: fmt for fmt, ext in readers.EXTENSIONS.items()}
@@ -143,7 +143,10 @@ def parser() -> Parser:
     p.add_argument("--output", required=True, type=Path, help="folder for <task>.jsonl (and <task>.tsv)")
     p.add_argument("--backbone", help="hub id or folder (default: the first adapter's backbone)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--precision", default="fp32", choices=tuple(AMP_DTYPES))
+    p.add_argument("--precision", default="auto", metavar="{" + ",".join(SERVING_PRECISIONS) + "}",
+                   help="the frozen encoder's number format: auto (bf16 where this machine runs bf16 natively, else "
+                        "fp32), fp32, bf16 (stored in bf16), int8 (dynamic quantization, CPU), fp16 (autocast) "
+                        "(default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -167,9 +170,12 @@ def run(argv: list[str] | None = None) -> dict[str, Path]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise PastaError("--device cuda but no CUDA GPU is visible: use --device auto or cpu")
+    resolve_serving(args.precision, device)  # a bad --precision is one line before anything loads
     model = load_tasks(adapters, args.backbone, device=device, precision=args.precision)
     inputs = {name: Input(model.tasks[name], Path(path), run_task(adapters[name]), columns.get(name))
               for name, path in files.items()}
+    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}, {device}, precision {model.precision}"
+          + (f" (--precision {args.precision})" if args.precision != model.precision else ""), file=sys.stderr)
     written = predict_files(model, inputs, args.output, args.batch_size, progress=not args.no_progress)
     for path in written.values():
         print(f"{PROG}: wrote {path}", file=sys.stderr)

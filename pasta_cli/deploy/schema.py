@@ -57,6 +57,7 @@ class Tasks(BaseModel):
 class Health(BaseModel):
     status: str
     backbone: str
+    precision: str  # the resolved serving precision: fp32 | bf16 | int8 | fp16
     tasks: int
     queue: int
 

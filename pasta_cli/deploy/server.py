@@ -46,7 +46,7 @@ from pasta_cli.deploy.batcher import Batcher, QueueFull
 from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.items import TASK_NAME
 from pasta_cli.multitask import MultiTaskPasta
-from pasta_cli.precision import AMP_DTYPES
+from pasta_cli.precision import SERVING_PRECISIONS, resolve_serving
 
 PROG = "pasta-serve"
 log = logging.getLogger("pasta_cli.serve")
@@ -153,7 +153,8 @@ def create_app(model: MultiTaskPasta, limits: Limits | None = None, adapters_dir
 
     @app.get("/health", response_model=schema.Health)
     async def health():
-        return {"status": "ok", "backbone": model.backbone, "tasks": len(model.tasks), "queue": batcher.waiting()}
+        return {"status": "ok", "backbone": model.backbone, "precision": model.precision, "tasks": len(model.tasks),
+                "queue": batcher.waiting()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus():
@@ -299,7 +300,9 @@ def parser() -> Parser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
-    p.add_argument("--precision", default="fp32", choices=tuple(AMP_DTYPES), help="(default: %(default)s)")
+    p.add_argument("--precision", default="auto", metavar="{" + ",".join(SERVING_PRECISIONS) + "}",
+                   help="the frozen encoder's number format: auto (bf16 where this machine runs bf16 natively, else "
+                        "fp32), fp32, bf16, int8 (CPU), fp16; GET /health says which (default: %(default)s)")
     defaults = Limits()
     for key, what in LIMIT_HELP.items():
         kind = float if key in ("max_wait_ms", "poll_seconds") else int
@@ -320,6 +323,7 @@ def check(args: argparse.Namespace) -> tuple:
     if min(limits.max_batch, limits.max_queue, limits.max_items, limits.max_body_bytes, limits.max_text_chars) < 1:
         raise PastaError("--max-batch, --max-queue, --max-items, --max-body-bytes and --max-text-chars must be "
                          "at least 1")
+    resolve_serving(args.precision, args.device)  # a bad --precision is one line before anything loads or binds
     adapters = named(args.adapter, "--adapter", "rte=outputs/runs/rte/.../adapter")
     folder = args.adapters_dir
     if folder is not None and not folder.is_dir():
@@ -373,7 +377,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
     args, sock, app = started[0]
     model = app.state.model
-    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}: http://{args.host}:{args.port} (POST /predict, "
+    print(f"{PROG}: {len(model.tasks)} task(s) on {model.backbone}, precision {model.precision}: "
+          f"http://{args.host}:{args.port} (POST /predict, "
           "GET /tasks /health /metrics)", file=sys.stderr, flush=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
