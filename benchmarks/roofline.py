@@ -11,13 +11,12 @@ step reaches 100% of the matmul peak.
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+from pasta_cli.precision import prepare_serving
 
 
 def count_flops(fn) -> int:
@@ -27,33 +26,22 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def matmul_peak(dtype: str, m: int, k: int, n: int, device: str = "cpu", repeats: int = 10) -> float:
-    """GFLOP/s of the fastest of `repeats` (m x k) @ (k x n) products in `dtype` (fp32 | bf16 | int8) now, in
-    this thread count. int8 is torch's dynamic quantization of a Linear (int8 weights, activations quantized
-    per call), the kernel `--precision int8` serving runs; the others a plain matmul of tensors stored so."""
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(m, k, generator=g).to(device), torch.randn(k, n, generator=g).to(device)
-    if dtype == "int8":
-        linear = nn.Linear(k, n, bias=False)
-        with warnings.catch_warnings():  # torch.ao's deprecation notice: the kernel is what is measured
-            warnings.simplefilter("ignore")
-            linear = torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), {nn.Linear}, dtype=torch.qint8)
-
-        def product():
-            return linear(a)
-    else:
-        a, b = a.to(DTYPES[dtype]), b.to(DTYPES[dtype])
-
-        def product():
-            return a @ b
+def matmul_peak(precision: str, m: int, k: int, n: int, device: str = "cpu", repeats: int = 20) -> float:
+    """GFLOP/s of the fastest of `repeats` passes of an (m x k) fp32 input through a Linear(k, n) prepared as the
+    encoder's Linears are (`precision.prepare_serving`: fp32; bf16 weight under bf16 autocast, the storage
+    model.dtype=bf16 trains with too; int8 dynamic quantization), now, in this thread count: the peak the model's
+    matmuls can reach here."""
+    linear = nn.Sequential(nn.Linear(k, n)).to(device).eval().requires_grad_(False)
+    autocast = prepare_serving(linear, precision)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(0)).to(device)
     best = float("inf")
-    with torch.inference_mode():
-        product()  # warm-up: packing, allocation
+    with torch.inference_mode(), torch.autocast(device, autocast or torch.float32, enabled=autocast is not None):
+        linear(x)  # warm-up: packing, allocation
         for _ in range(repeats):
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            product()
+            linear(x)
             if device == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - t0)

@@ -58,6 +58,7 @@ from pathlib import Path
 
 import torch
 from report import machine
+from roofline import matmul_peak
 from safetensors.torch import save_file
 from torch import nn
 
@@ -69,7 +70,7 @@ from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.files import write_atomic, write_json
 from pasta_cli.methods import get_method
 from pasta_cli.modeling import encoder_layers
-from pasta_cli.precision import prepare_serving, resolve_serving
+from pasta_cli.precision import resolve_serving
 
 BACKBONE = "minilm"
 TASKS = [f"task{i}" for i in range(8)]
@@ -199,27 +200,10 @@ def encoder_flops(encoder: nn.Module, lengths) -> int:
     return sum(n * per_token + len(layers) * 4 * n * n * hidden + per_row for n in lengths)
 
 
-def matmul_peak(m: int, k: int, n: int, precision: str, repeats: int = 30) -> float:
-    """GFLOP/s of an (m x k) fp32 input through a Linear(k, n) prepared as serving prepares the encoder's
-    (`prepare_serving`: fp32; bf16 weight under bf16 autocast; int8 dynamic quantization): the peak the encoder's
-    largest matmuls can reach here, same threads. Median of `repeats`."""
-    lin = nn.Sequential(nn.Linear(k, n)).eval().requires_grad_(False)
-    autocast = prepare_serving(lin, precision)
-    x = torch.randn(m, k)
-    times = []
-    with torch.inference_mode(), torch.autocast("cpu", autocast or torch.float32, enabled=bool(autocast)):
-        for i in range(repeats + 3):
-            start = time.perf_counter()
-            lin(x)
-            if i >= 3:
-                times.append(time.perf_counter() - start)
-    return 2 * m * k * n / statistics.median(times) / 1e9
-
-
-def precisions(paths, items, batch_size, rounds, names) -> dict:
+def precisions(paths, items, batch_size, rounds, names, device: str = "cpu") -> dict:
     """Mixed serving in each precision, in alternation: end to end (predict) and model only (predict_encoded on
     rows tokenized beforehand), with the FLOPs of the real and of the padded tokens and a matmul peak of each."""
-    models = {p: MultiTaskPasta.from_adapters(paths, precision=p) for p in names}
+    models = {p: MultiTaskPasta.from_adapters(paths, precision=p, device=device) for p in names}
     first = next(iter(models.values()))
     chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     parsed = {p: [mt.parse(c) for c in chunks] for p, mt in models.items()}  # each model's own Task objects
@@ -250,7 +234,7 @@ def precisions(paths, items, batch_size, rounds, names) -> dict:
            "peak_matmul_shape": [m, hidden, 4 * hidden], "precisions": {}}
     for p in names:
         e2e, model = statistics.median(times[p]["end_to_end"]), statistics.median(times[p]["model"])
-        peak = matmul_peak(m, hidden, 4 * hidden, models[p].precision)
+        peak = matmul_peak(models[p].precision, m, hidden, 4 * hidden, device=device)
         out["precisions"][p] = {
             "resolved": models[p].precision, "examples_per_s": len(items) / e2e,
             "model_examples_per_s": len(items) / model, "round_s": times[p],
@@ -616,6 +600,8 @@ def parser() -> Parser:
     run.add_argument("--batch-size", type=int, default=32)
     run.add_argument("--rounds", type=int, default=3)
     run.add_argument("--threads", type=int, default=1)
+    run.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                     help="where the precision part serves (the other parts run on the CPU)")
     run.add_argument("--rate", type=float, default=20.0)
     run.add_argument("--latency-seconds", type=float, default=30.0)
     run.add_argument("--load-seconds", type=float, default=120.0)
@@ -665,7 +651,7 @@ def main(argv=None) -> None:
             res["throughput"] = throughput(paths, items, args.batch_size, args.rounds)
         if "precision" in parts:
             print("precisions ...", file=sys.stderr, flush=True)
-            res["precision"] = precisions(paths, items, args.batch_size, args.rounds, names)
+            res["precision"] = precisions(paths, items, args.batch_size, args.rounds, names, args.device)
         if "tasks" in parts:
             print(f"{args.tasks} tasks ...", file=sys.stderr, flush=True)
             res["tasks"] = task_scale(Path(tmp) / "scale", paths[TASKS[0]], args.tasks, items, args.batch_size,

