@@ -164,7 +164,7 @@ def test_the_same_adapter_gives_the_same_logits_packed_and_padded(family):
     (["task=sst2"], True, "serves token classification only: a classification head reads position 0"),
     (["trainer.pad_to_max_length=true"], True, "contradict each other"),
     ([], False, "needs flash attention, which runs on a CUDA GPU: use trainer.packing=false on CPU"),
-    ([], True, "model.attn_implementation=sdpa: that attention lets packed sequences attend to each other; set "
+    ([], True, "model.attn_implementation=auto: that attention lets packed sequences attend to each other; set "
                "model.attn_implementation=flash_attention_2"),
     (["model.attn_implementation=eager"], True, "set model.attn_implementation=flash_attention_2"),
     (["model.attn_implementation=flash_attention_2"], True, None),

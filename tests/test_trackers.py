@@ -21,6 +21,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from runner_fixtures import TINY_BUILTIN, TINY_RUN, pasta_train, save_tiny_bert
 
+from pasta_cli import precision
 from pasta_cli.config import compose
 from pasta_cli.paper.reproduce import reproduce
 from pasta_cli.paper.schedule import Plan
@@ -256,7 +257,8 @@ def test_a_run_with_three_trackers_mirrors_metrics_jsonl_and_records_its_manifes
     assert m["python"] == ".".join(map(str, sys.version_info[:3]))
     for package in ("torch", "transformers", "peft", "datasets", "pasta-cli"):
         assert m[package] == metadata.version(package), package
-    assert (m["device"], m["dtype"]) == ("cpu", "float32")
+    stored = "bfloat16" if precision.fast_bf16("cpu") else "float32"  # model.dtype=auto, the default
+    assert (m["device"], m["dtype"], m["frozen_dtype"]) == ("cpu", stored, stored)
     if shutil.which("git") and manifest.git_state():
         assert m["git_commit"] == git("rev-parse", "HEAD")
         assert m["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
