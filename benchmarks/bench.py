@@ -56,6 +56,7 @@ from pasta_cli.config import check_config, compose, task_spec
 from pasta_cli.data import load_task
 from pasta_cli.errors import Parser, PastaError, run_cli
 from pasta_cli.modeling import freeze, parameter_counts
+from pasta_cli.precision import AMP_DTYPES
 from pasta_cli.training.build import build
 from pasta_cli.training.loop import epoch_batches
 from pasta_cli.training.step import autocast, pad_batch, to_device, train_step
@@ -282,9 +283,8 @@ def infer(run, model, batch, mask: bool):
 
 
 def dtype_name(amp_dtype) -> str:
-    """The name of what a run's matmuls compute in: bf16 under bf16 autocast (fp16 counts as bf16's peak,
-    the same width), else fp32."""
-    return "fp32" if amp_dtype is None else "bf16"
+    """The precision name (fp32 | bf16 | fp16) of what a run's matmuls compute in: its autocast dtype's."""
+    return {dtype: name for name, dtype in AMP_DTYPES.items()}[amp_dtype]
 
 
 def peak_shape(run, batch) -> tuple[int, int, int]:

@@ -6,8 +6,8 @@ Two settings, independent:
   master copy: stored in bf16 it takes half the memory and runs bf16 matmuls, which a CPU with AVX512-BF16
   or AMX (or a CUDA GPU) does 4x faster than fp32. What trains (PASTA's vectors, the head, a baseline's own
   weights) stays fp32, with fp32 optimiser state. A bf16-stored weight can only multiply bf16 activations,
-  so wherever the frozen weights are bf16 the forward runs under bf16 autocast, whose fp32 list keeps
-  LayerNorm, softmax and the loss in fp32.
+  so wherever the frozen weights are bf16 the forward runs under bf16 autocast (on a CPU that keeps LayerNorm
+  and softmax in their input's dtype, bf16; the loss is computed in fp32).
 
 `auto` is bf16 where bf16 is fast here (`fast_bf16`), else fp32: a CPU without bf16 instructions emulates
 it, slower than fp32.
@@ -53,12 +53,11 @@ def resolve(name: str, device_type: str) -> str:
     return name
 
 
-def store_frozen(model: nn.Module, dtype: torch.dtype) -> int:
+def store_frozen(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast the frozen floating-point parameters of `model` to `dtype`, in place; what trains stays as it is.
     A module whose own parameters partly train (BitFit's LayerNorm: frozen weight, trained bias) keeps its
     frozen ones in fp32 too, as its op needs one dtype; a Linear does not need to (autocast runs its matmul
-    in bf16 whatever the storage). Returns how many parameters were cast."""
-    cast = 0
+    in bf16 whatever the storage)."""
     for module in model.modules():
         own = list(module.parameters(recurse=False))
         if any(p.requires_grad for p in own) and not isinstance(module, nn.Linear):
@@ -66,8 +65,6 @@ def store_frozen(model: nn.Module, dtype: torch.dtype) -> int:
         for p in own:
             if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
                 p.data = p.data.to(dtype)
-                cast += 1
-    return cast
 
 
 def compute_dtype(precision: str, stored: str) -> torch.dtype | None:
@@ -92,9 +89,7 @@ def resolve_serving(name: str, device_type: str) -> str:
     if name == "int8" and device_type != "cpu":
         raise PastaError(f"precision int8 runs on the CPU only (torch's dynamic quantization), not on {device_type}: "
                          "use bf16 or fp16 there")
-    if name == "auto":
-        return "bf16" if fast_bf16(device_type) else "fp32"
-    return name
+    return resolve(name, device_type) if name == "auto" else name  # auto: model.dtype's rule, never int8
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:
@@ -117,4 +112,4 @@ def prepare_serving(encoder: nn.Module, precision: str) -> torch.dtype | None:
         store_frozen(encoder, torch.bfloat16)
     elif precision == "int8":
         quantize_int8(encoder)
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return AMP_DTYPES.get(precision)  # int8: none (fp32 activations)
