@@ -8,8 +8,9 @@ backbone with one call, PEFT-style.
     adapter/adapter_model.safetensors  the tensors the method trained, under their Hugging Face names
                                        (PASTA: `pasta_vectors` (layers, vectors, hidden) + the head)
 
-LoRA's adapter/ is PEFT's own format (its adapter_config.json and adapter_model.safetensors, which
-`PeftModel.from_pretrained` loads), plus `pasta_config.json` with the keys above, which PEFT ignores.
+The PEFT methods' adapter/ (LoRA, (IA)^3, VeRA, LN-tuning, TrainableTokens, RoAd, FourierFT) is PEFT's own format
+(its adapter_config.json and adapter_model.safetensors, which `PeftModel.from_pretrained` loads), plus
+`pasta_config.json` with the keys above, which PEFT ignores.
 
 PASTA's adapter_config.json also carries PEFT's keys (`peft_type: PASTA`, `task_type`, `base_model_name_or_path`,
 `modules_to_save`, `slot_token_ids`): the same folder loads with `PeftModel.from_pretrained` once `pasta_cli.peft`
@@ -35,7 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pasta_cli.backbones import load_model, load_tokenizer
-from pasta_cli.baselines.lora import load_lora
+from pasta_cli.baselines.peft_tuners import load_peft
 from pasta_cli.errors import PastaError
 from pasta_cli.files import file_mode, write_atomic, write_error, write_json
 from pasta_cli.methods import get_method
@@ -228,7 +229,7 @@ def load_adapter(directory, backbone: str | None = None, attn_implementation: st
                          f"the adapter needs a {config['model_type']}")
     _check_shape(config, model, directory)
     if method.peft:
-        return load_lora(model, directory), tokenizer
+        return load_peft(model, directory), tokenizer
     model = method.apply(model, tokenizer, method.typed(config), config["pair"])
     rebuilt = method.describe(model, config)  # e.g. PASTA's slots on this tokenizer vs the adapter's
     differ = {k: (config[k], v) for k, v in rebuilt.items() if k in config and config[k] != v}

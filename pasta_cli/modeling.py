@@ -158,6 +158,13 @@ def parameter_counts(model: nn.Module) -> dict:
             "method_pct": 100.0 * method / backbone, "trainable_pct": 100.0 * trainable / backbone}
 
 
+def template_token_ids(tokenizer) -> list[int]:
+    """Ids the tokenizer's template inserts ([CLS]/[SEP], <s>/</s>, ...), read off a real encoding."""
+    enc = tokenizer("a", "b", return_special_tokens_mask=True)
+    ids = {i for i, special in zip(enc["input_ids"], enc["special_tokens_mask"]) if special}
+    return sorted(ids)
+
+
 def accept_special_tokens_mask(model: nn.Module, consumer: Callable | None = None) -> None:
     """The one place that takes `special_tokens_mask` out of a forward call's keywords.
 

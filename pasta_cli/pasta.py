@@ -25,7 +25,14 @@ from torch import nn
 from pasta_cli import norms
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import Method, MethodSettings, load_head, register_method
-from pasta_cli.modeling import AddedModule, accept_special_tokens_mask, encoder_layers, freeze_backbone, head_parameters
+from pasta_cli.modeling import (
+    AddedModule,
+    accept_special_tokens_mask,
+    encoder_layers,
+    freeze_backbone,
+    head_parameters,
+    template_token_ids,
+)
 from pasta_cli.paper_data import recipe
 
 VARIANTS = ("full", "cls_only", "sep_only", "shared", "classifier_only")
@@ -47,13 +54,6 @@ def slot_to_vector_map(variant: str, num_slots: int) -> list[int]:
     if variant == "classifier_only":
         return [-1] * num_slots
     raise PastaError(f"unknown PASTA variant '{variant}': choose one of {', '.join(VARIANTS)}")
-
-
-def template_token_ids(tokenizer) -> list[int]:
-    """Ids the tokenizer's template inserts ([CLS]/[SEP], <s>/</s>, ...), read off a real encoding."""
-    enc = tokenizer("a", "b", return_special_tokens_mask=True)
-    ids = {i for i, special in zip(enc["input_ids"], enc["special_tokens_mask"]) if special}
-    return sorted(ids)
 
 
 def count_slots(tokenizer, pair: bool) -> int:

@@ -34,6 +34,13 @@ METHODS = {  # settings as the recipes give them (paper.yaml recipes)
     "P-tuning v2 (length 20)": ({"name": "prefix", "length": 20, "dropout": 0.1}, True),
     "Adapter (size 64)": ({"name": "adapter", "size": 64}, True),
     "Diff-Prune (0.5%)": ({"name": "diff_prune", "sparsity": 0.005}, True),
+    # today's tiny-budget methods, each with its recipe's settings (paper.yaml recipes)
+    "(IA)^3 (k, v, FFN)": ({"name": "ia3"}, True),
+    "VeRA (query/value)": ({"name": "vera"}, True),
+    "LN-tuning": ({"name": "ln_tuning"}, True),
+    "TrainableTokens ([CLS], [SEP] rows)": ({"name": "trainable_tokens"}, True),
+    "RoAd (query/value)": ({"name": "road"}, True),
+    "FourierFT (query/value)": ({"name": "fourierft"}, True),
 }
 
 

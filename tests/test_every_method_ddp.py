@@ -25,6 +25,10 @@ SWEEPS = {
                 {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na",
                  "adapter-na", "diff_prune-na"}),
     "variants": (f"method.variant={','.join(VARIANTS[1:4])}", {"pasta-cls_only", "pasta-sep_only", "pasta-shared"}),
+    # today's tiny-budget PEFT methods (RoAd with groups that divide the tiny model's 32 outputs, so on its own)
+    "peft_tuners": ("method=ia3,vera,ln_tuning,trainable_tokens,fourierft",
+                    {"ia3-na", "vera-na", "ln_tuning-na", "trainable_tokens-na", "fourierft-na"}),
+    "road": ("method=road method.group_size=8", {"road-road_1"}),  # its variant names the folder, as PASTA's
 }
 
 
@@ -46,7 +50,8 @@ def test_every_method_trains_under_torchrun_with_two_processes(tmp_path, tiny_be
               "trainer.batch_size=4", "trainer.eval_batch_size=16", "trainer.max_length=32", "trainer.epochs=1",
               "trainer.progress=false", f"hydra.sweep.dir={sweep_dir}",
               "hydra.sweep.subdir=${method.name}-${oc.select:method.variant,na}"]
-    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), *TRAIN, "-m", sweep_over, *common]
+    cmd = [*TORCHRUN, "--nproc_per_node", "2", "--master_port", str(free_port()), *TRAIN, "-m", *sweep_over.split(),
+           *common]
     out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
     results = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.rglob("results.json")}
