@@ -43,7 +43,8 @@ def test_every_recipe_entry_names_its_source():
         for where, e in [(name, entry), *((f"{name}.models.{m}", v) for m, v in entry.get("models", {}).items())]:
             assert e.get("source") and e.get("cite"), where
             assert len(e["source"]) > 40, where  # a paper and where in it, or a script path
-    assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"}
+    assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune",
+                                  "loreft"}
 
 
 @pytest.mark.slow  # 24 compositions per method (about 5 s each on 2 cores): make test, not make test-fast
