@@ -15,7 +15,7 @@ from tiny_models import FAMILIES, bert_large_on_meta, tiny
 from transformers import RobertaConfig, RobertaForSequenceClassification
 
 from pasta_cli.adapter import load_adapter, save_adapter
-from pasta_cli.baselines.loreft import LOREFT, apply_loreft
+from pasta_cli.baselines.loreft import LOREFT, _index_in_sequence, apply_loreft
 from pasta_cli.errors import PastaError
 from pasta_cli.methods import apply_method
 from pasta_cli.modeling import parameter_counts
@@ -233,3 +233,27 @@ def test_bad_settings_are_refused_in_one_line(changes, message):
     with pytest.raises(PastaError, match=message) as e:
         apply_loreft(model, tok, **changes)
     assert "\n" not in str(e.value)
+
+
+def test_first_and_last_tokens_are_counted_per_sequence_in_padded_and_packed_rows():
+    # padded rows (right and left padding): one sequence per row
+    real = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]]).bool()
+    index, length = _index_in_sequence(real)
+    assert index[real].tolist() == [0, 1, 2, 0, 1, 2] and length[real].tolist() == [3] * 6
+    # one packed row of three sequences (lengths 2, 3, 1): by the collator's boundaries or restarting position_ids
+    packed = torch.ones(1, 6, dtype=torch.bool)
+    want = ([0, 1, 0, 1, 2, 0], [2, 2, 3, 3, 3, 1])
+    for kwargs in ({"cu_seq_lens": torch.tensor([0, 2, 5, 6])}, {"position_ids": torch.tensor([[0, 1, 0, 1, 2, 0]])}):
+        index, length = _index_in_sequence(packed, **kwargs)
+        assert (index[0].tolist(), length[0].tolist()) == want, kwargs
+
+
+def test_special_positions_need_a_tokenizer_that_inserts_special_tokens():
+    model, _ = tiny("bert")
+
+    class Bare:  # a tokenizer whose template inserts nothing (GPT-2's)
+        def __call__(self, *texts, return_special_tokens_mask=False):
+            return {"input_ids": [5, 6], "special_tokens_mask": [0, 0]}
+
+    with pytest.raises(PastaError, match="Bare inserts no special tokens.*use positions f1\\+l1"):
+        apply_loreft(model, Bare(), positions="special")

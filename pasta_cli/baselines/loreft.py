@@ -217,6 +217,9 @@ def apply_loreft(model: nn.Module, tokenizer=None, settings: LoreftSettings | No
     if tokenizer is not None:
         enc = tokenizer("a", "b", return_special_tokens_mask=True)
         special = {i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"]) if m}
+        if span is None and not special:
+            raise PastaError(f"method.positions 'special': {type(tokenizer).__name__} inserts no special tokens, so "
+                             "there is no position to intervene on: use positions f1+l1 (pyreft's default)")
     loreft = Loreft(chosen, groups, model.config.hidden_size, s, special)
     loreft.to(next(model.parameters()).device)
     loreft.train(model.training)
