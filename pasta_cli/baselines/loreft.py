@@ -2,7 +2,7 @@
 stanfordnlp/pyreft and the pyvene library it builds on pin transformers 4.x (pyreft 0.1.0: transformers==4.45.1),
 this project runs 5.x.
 
-The paper's equation (3), on the hidden state h of chosen positions at chosen layers:
+The paper's LoReFT, on the hidden state h of chosen positions at chosen layers:
 
     Phi(h) = h + R^T (W h + b - R h),   R in R^{r x d} with orthonormal rows,  W in R^{r x d},  b in R^r
 
