@@ -29,7 +29,8 @@ from pasta_cli.modeling import copy_checked, freeze_empty, head_parameters, load
 
 # the built-in methods' homes, in the order `choose one of ...` lists them; each registers itself on import
 HOMES = ("pasta_cli.pasta", "pasta_cli.baselines.full", "pasta_cli.baselines.lora", "pasta_cli.baselines.prefix",
-         "pasta_cli.baselines.adapter", "pasta_cli.baselines.diff_prune", "pasta_cli.baselines.peft_tuners")
+         "pasta_cli.baselines.adapter", "pasta_cli.baselines.diff_prune", "pasta_cli.baselines.peft_tuners",
+         "pasta_cli.baselines.loreft")
 
 
 @dataclass

@@ -15,7 +15,15 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from pasta_cli.baselines import apply_adapter, apply_bitfit, apply_diff_prune, apply_full_ft, apply_lora, apply_prefix
+from pasta_cli.baselines import (
+    apply_adapter,
+    apply_bitfit,
+    apply_diff_prune,
+    apply_full_ft,
+    apply_lora,
+    apply_loreft,
+    apply_prefix,
+)
 from pasta_cli.modeling import parameter_counts
 
 H, LAYERS, HEADS, INTER, VOCAB = 32, 2, 4, 64, 100
@@ -294,7 +302,7 @@ def test_prefix_dropout_acts_on_prefixes_in_training_only():
 
 METHODS = {
     "full_ft": apply_full_ft, "bitfit": apply_bitfit, "lora": apply_lora,
-    "prefix": apply_prefix, "adapter": apply_adapter, "diff_prune": apply_diff_prune,
+    "prefix": apply_prefix, "adapter": apply_adapter, "diff_prune": apply_diff_prune, "loreft": apply_loreft,
 }
 
 

@@ -15,7 +15,7 @@ from test_scale import ENV, TORCHRUN, TRAIN, free_port
 from tiny_models import tiny
 
 pytestmark = pytest.mark.slow
-METHODS = ["pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune"]
+METHODS = ["pasta", "classifier_only", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune", "loreft"]
 VARIANTS = ["full", "cls_only", "sep_only", "shared", "classifier_only"]
 STEPS = 3
 # two sweeps in one launch would need a product of method x variant; the variants are PASTA's alone, so the
@@ -23,7 +23,7 @@ STEPS = 3
 SWEEPS = {
     "methods": (f"method={','.join(METHODS)}",
                 {"pasta-full", "pasta-classifier_only", "full_ft-na", "bitfit-na", "lora-na", "prefix-na",
-                 "adapter-na", "diff_prune-na"}),
+                 "adapter-na", "diff_prune-na", "loreft-na"}),
     "variants": (f"method.variant={','.join(VARIANTS[1:4])}", {"pasta-cls_only", "pasta-sep_only", "pasta-shared"}),
     # today's tiny-budget PEFT methods (RoAd with groups that divide the tiny model's 32 outputs, so on its own)
     "peft_tuners": ("method=ia3,vera,ln_tuning,trainable_tokens,fourierft",

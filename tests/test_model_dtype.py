@@ -17,7 +17,7 @@ from pasta_cli.training.step import train_step
 
 # every built-in method config; (name, frozen weights stored in bf16 under model.dtype=bf16)
 METHODS = [("pasta", True), ("classifier_only", True), ("bitfit", True), ("lora", True), ("prefix", True),
-           ("adapter", True), ("full_ft", False), ("diff_prune", False)]
+           ("adapter", True), ("full_ft", False), ("diff_prune", False), ("loreft", True)]
 
 
 @pytest.fixture(scope="module")

@@ -44,11 +44,12 @@ def test_every_recipe_entry_names_its_source():
             assert e.get("source") and e.get("cite"), where
             assert len(e["source"]) > 40, where  # a paper and where in it, or a script path
     assert set(RAW["recipes"]) == {"pasta", "full_ft", "bitfit", "lora", "prefix", "adapter", "diff_prune",
-                                   "ia3", "vera", "ln_tuning", "trainable_tokens", "road", "fourierft"}
+                                   "ia3", "vera", "ln_tuning", "trainable_tokens", "road", "fourierft", "loreft"}
 
 
 @pytest.mark.slow  # 24 compositions per method (about 5 s each on 2 cores): make test, not make test-fast
-@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta", "adapter", "diff_prune"])
+@pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "pasta", "adapter", "diff_prune",
+                                    "loreft"])
 def test_the_composed_config_carries_the_recipe(method):
     for model in MODELS:
         for task in GLUE:
@@ -57,7 +58,7 @@ def test_the_composed_config_carries_the_recipe(method):
             for key, path in BUDGET.items():
                 assert get(cfg, path) == want[key], (method, task, model, key)
             for key in ("r", "alpha", "dropout", "length", "size", "init_std", "sparsity", "penalty", "alpha_init",
-                        "alpha_lr", "l0_fraction", "finetune_lr"):  # the method's own settings
+                        "alpha_lr", "l0_fraction", "finetune_lr", "rank", "positions"):  # the method's own settings
                 if key in want and key in cfg.method:
                     assert cfg.method[key] == want[key], (method, key)
             assert cfg.recipe == "own"
@@ -94,13 +95,17 @@ def test_the_sources_numbers():
     c = compose(["method=diff_prune"]).method
     assert (c.sparsity, c.penalty, c.alpha_init, c.alpha_lr, c.l0_fraction, c.finetune_lr) == (
         0.005, 1.25e-7, 5.0, 0.1, 0.5, 5e-5)
+    # pyreft examples/loreft/README.md's GLUE command: lr 6e-4, batch 32, 3 epochs, wd 0, warm-up 0.09, 256 tokens
+    assert values("method=loreft", "task=rte", "model=roberta-large") == (6e-4, 32, 3, 0.0, 0.09, "linear", 256)
+    c = compose(["method=loreft"]).method
+    assert (c.rank, c.layers, c.positions, c.dropout, c.shared) == (1, None, "f1", 0.05, True)
     # PASTA: Table 6
     # ... and the authors' code where the paper is silent (luka-group/PASTA main_glue.py): no warm-up, no weight decay
     assert values("task=rte", "model=bert-large") == (4.5e-3, 32, 150, 0.0, 0.0, "linear", 128)
 
 
 @pytest.mark.parametrize("method", ["full_ft", "bitfit", "lora", "prefix", "classifier_only", "adapter",
-                                    "diff_prune"])
+                                    "diff_prune", "loreft"])
 def test_recipe_pasta_gives_every_method_pastas_budget_and_its_own_lr(method):
     for task in ("rte", "sst2"):
         own = compose([f"method={method}", f"task={task}", "model=roberta-large"])

@@ -7,6 +7,8 @@ from pasta_cli.baselines.adapter import apply_adapter
 from pasta_cli.baselines.diff_prune import apply_diff_prune
 from pasta_cli.baselines.full import apply_bitfit, apply_full_ft
 from pasta_cli.baselines.lora import apply_lora
+from pasta_cli.baselines.loreft import apply_loreft
 from pasta_cli.baselines.prefix import apply_prefix
 
-__all__ = ["apply_adapter", "apply_bitfit", "apply_diff_prune", "apply_full_ft", "apply_lora", "apply_prefix"]
+__all__ = ["apply_adapter", "apply_bitfit", "apply_diff_prune", "apply_full_ft", "apply_lora", "apply_loreft",
+           "apply_prefix"]
