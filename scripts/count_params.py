@@ -41,6 +41,7 @@ METHODS = {  # settings as the recipes give them (paper.yaml recipes)
     "TrainableTokens ([CLS], [SEP] rows)": ({"name": "trainable_tokens"}, True),
     "RoAd (query/value)": ({"name": "road"}, True),
     "FourierFT (query/value)": ({"name": "fourierft"}, True),
+    "LoReFT (rank 1, every layer)": ({"name": "loreft"}, True),
 }
 
 

@@ -445,7 +445,7 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
     (["table4", "--variants", "full,both"], "--variants: both is no PASTA variant; choose from full, cls_only"),
     (["table2", "--methods", "houlsby"], "--methods: houlsby is no method here; choose from adapter, bitfit, "
                                          "classifier_only, diff_prune, fourierft, full_ft, ia3, ln_tuning, lora, "
-                                         "loreft, prefix"),
+                                         "loreft, loreft_special, prefix"),
     (["table4", "--tasks", "sst2"], "--tasks: sst2 is no column of table4; choose from cola, rte, mrpc, stsb"),
     (["table4", "--nproc", "0"], "--nproc 0: give 1 or more"),
     (["table4", "--jobs", "0"], "--jobs 0: give 1 or more task columns"),

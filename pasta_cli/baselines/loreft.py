@@ -243,4 +243,6 @@ class LoreftMethod(Method):
 
 LOREFT = register_method(LoreftMethod("loreft", lambda model, tok, s, pair: apply_loreft(model, tok, s),
                                       ("rank", "layers", "positions", "dropout", "shared", "activation"),
-                                      schema=LoreftSettings))
+                                      schema=LoreftSettings,
+                                      # at the special tokens' positions: PASTA's closest relative (the frontier's row)
+                                      configs={"loreft_special": {"positions": "special"}}))
