@@ -33,6 +33,8 @@ def frontier_figure(panels: list[dict], path, xlabel: str) -> Path:
     labelled, and the Pareto front as a step line. A panel: {"title", "ylabel", "points": [{"label", "x", "y",
     "low", "high", "front"}]} (low/high may be None: no error bar)."""
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         points = [p for p in panel["points"] if p["x"] and p["x"] > 0 and p["y"] is not None]
@@ -46,6 +48,7 @@ def frontier_figure(panels: list[dict], path, xlabel: str) -> Path:
             ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", lw=1, label="Pareto front")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the powers of ten only: the others overlap
         ax.margins(x=0.2)  # room for the labels of the outermost points
         ax.set(title=panel["title"], xlabel=xlabel, ylabel=panel["ylabel"])
         ax.grid(alpha=0.3)

@@ -77,6 +77,8 @@ def test_frontier_files_from_fake_runs_name_the_front_and_compare_the_protocols(
     low, high = map(float, cells[4].strip("[]").split(", "))
     assert low < 85.0 < high
     assert "| BitFit | 1,698 | 928 |" in md  # no star
+    table_md = (folder / "table.md").read_text()
+    assert "% params (paper)" not in table_md and "(the paper has no such table)" in table_md
     # the protocol table: dev scores 2 points above the held-out ones for every method
     assert "## The protocol itself: dev selection vs held-out selection" in md
     pasta = next(x for x in md.splitlines() if x.startswith("| PASTA |"))
