@@ -196,7 +196,7 @@ def plan_from_args(a: argparse.Namespace) -> Plan:
     except ValueError:
         raise BadArgument(f"--seeds '{a.seeds}': give whole numbers, comma-separated (e.g. 42,43,44)") from None
     tasks = table(a.table).tasks
-    selected = _items(a.tasks) or (frontier.defaults()["tasks"][a.scale] if is_frontier else tasks)
+    selected = _items(a.tasks) or (frontier.defaults()["tasks"].get(a.scale, tasks) if is_frontier else tasks)
     selection = a.selection or (frontier.defaults()["selection"] if is_frontier else "dev")
     bad = [t for t in _items(a.tasks) if t not in tasks]
     if bad:
