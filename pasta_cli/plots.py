@@ -46,7 +46,7 @@ def frontier_figure(panels: list[dict], path, xlabel: str) -> Path:
         if front:  # each front point holds its score until the next, larger one (the last to the widest): a staircase
             front.append((max(p["x"] for p in points), front[-1][1]))
             ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", lw=1, label="Pareto front")
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the powers of ten only: the others overlap
         ax.margins(x=0.2)  # room for the labels of the outermost points
