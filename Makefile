@@ -8,7 +8,7 @@ SEEDS   ?= 42
 METHODS ?=
 SELECTION ?= dev
 
-.PHONY: install demo test test-fast bench bench-serve bench-serve-hostile reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 clean
+.PHONY: install demo test test-fast bench bench-serve bench-serve-hostile reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5 reproduce-frontier clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -60,6 +60,15 @@ reproduce-table2 reproduce-table3 reproduce-table4 reproduce-table5: reproduce-t
 	$(VENV)/bin/pasta-reproduce table$* --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --seeds "$(SEEDS)" \
 		--methods "$(METHODS)" --variants "$(VARIANTS)" --tasks "$(TASKS)" --logger "$(LOGGER)" \
 		--selection "$(SELECTION)" $(if $(JOBS),--jobs "$(JOBS)")
+
+# make reproduce-frontier [SCALE=cpu|paper|smoke] [METHODS=pasta,bitfit,...] [SEEDS=42] [TASKS=sst2] [SELECTION=dev]
+# every method on the scale's tasks under one protocol (paper.yaml `frontier`: its rows, tasks, seeds and held-out
+# selection, unless given here), then table.md and frontier.md/.csv/.png in outputs/frontier/<scale>-heldout/
+# (docs/REPRODUCE.md). SEEDS and SELECTION pass only when given: their defaults here are the paper tables'.
+reproduce-frontier: install
+	$(VENV)/bin/pasta-reproduce frontier --scale "$(SCALE)" --data-dir "$(DATA_DIR)" --methods "$(METHODS)" \
+		--tasks "$(TASKS)" --logger "$(LOGGER)" $(if $(filter-out file,$(origin SEEDS)),--seeds "$(SEEDS)") \
+		$(if $(filter-out file,$(origin SELECTION)),--selection "$(SELECTION)") $(if $(JOBS),--jobs "$(JOBS)")
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -26,3 +26,31 @@ def save_png(fig, path, dpi: int = 110) -> Path:
     finally:
         pyplot().close(fig)
     return Path(path)
+
+
+def frontier_figure(panels: list[dict], path, xlabel: str) -> Path:
+    """Score against trainable parameters, one panel per task: each point a method's mean with its 95% interval,
+    labelled, and the Pareto front as a step line. A panel: {"title", "ylabel", "points": [{"label", "x", "y",
+    "low", "high", "front"}]} (low/high may be None: no error bar)."""
+    plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        points = [p for p in panel["points"] if p["x"] and p["x"] > 0 and p["y"] is not None]
+        for p in points:
+            err = None if p["low"] is None else [[p["y"] - p["low"]], [p["high"] - p["y"]]]
+            ax.errorbar(p["x"], p["y"], yerr=err, fmt="o", capsize=3, color="C3" if p["front"] else "C0")
+            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = sorted((p["x"], p["y"]) for p in points if p["front"])
+        if front:  # each front point holds its score until the next, larger one (the last to the widest): a staircase
+            front.append((max(p["x"] for p in points), front[-1][1]))
+            ax.step([x for x, _ in front], [y for _, y in front], where="post", color="C3", lw=1, label="Pareto front")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labels at the powers of ten only: the others overlap
+        ax.margins(x=0.2)  # room for the labels of the outermost points
+        ax.set(title=panel["title"], xlabel=xlabel, ylabel=panel["ylabel"])
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_png(fig, path)

@@ -12,6 +12,7 @@ the modules below read the same file, so nothing of it is written twice:
 - `schedule`: the cells of a run as one Hydra multirun per task column, in fixed folders;
 - `results`: results.json files back into cells, or aggregated over any sweep;
 - `render`: cells into table.md / table.csv, aggregated groups into markdown / CSV;
+- `frontier`: the frontier table's cells into frontier.md / .csv / .png (score vs trainable parameters, the front);
 - `reproduce`: the `pasta-reproduce` command line.
 """
 

@@ -166,7 +166,8 @@ def gaps_markdown(plan: Plan, gaps: dict) -> str:
 def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], gaps: dict | None = None) -> str:
     """The table as the paper prints it, ours beside the paper's numbers, then how it was made."""
     table = plan.table
-    header = ["row", "recipe", "% params (ours)", "% trained (ours)", "% params (paper)",
+    papers = bool(table.reported)  # the frontier's are ours alone: no paper column, no paper numbers to cite
+    header = ["row", "recipe", "% params (ours)", "% trained (ours)", *(["% params (paper)"] if papers else []),
               *(c.label for c in table.columns)]
     header += ["avg"] if table.has_avg else []
     body = []
@@ -174,12 +175,13 @@ def table_markdown(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], g
         row_cells = [cells[(row, c.key)] for c in table.columns]
         reported = table.reported.get(row)
         line = [row_label(row), recipe_text(plan, row, row_cells), params_text(row_cells),
-                params_text(row_cells, "trainable_pct"), (reported.params if reported else None) or "–",
-                *map(cell_text, row_cells)]
+                params_text(row_cells, "trainable_pct"),
+                *([(reported.params if reported else None) or "–"] if papers else []), *map(cell_text, row_cells)]
         body.append(line + ([_avg_text(plan, cells, row)] if table.has_avg else []))
-    md = [f"# {table.title}: our reproduction at scale {plan.scale}\n\n",
+    md = [f"# {table.title}: {'our reproduction' if papers else 'ours'} at scale {plan.scale}\n\n",
           f"Each cell: ours x100, mean ± std over seeds {','.join(map(str, plan.seeds))} when there are several "
-          f"(the paper's number, ours minus the paper's). The paper's numbers are on {table.evaluated_on}; "
+          + (f"(the paper's number, ours minus the paper's). The paper's numbers are on {table.evaluated_on}; "
+             if papers else f"on {table.evaluated_on} (the paper has no such table); ")
           + SELECTION_TEXT[plan.selection] + ". "
           "`% params (ours)` is the method's trainable parameters without the task head, as the paper counts them"
           + (f" ({table.params_note})" if table.params_note else "") + "; `% trained (ours)` is everything that "

@@ -4,6 +4,7 @@
     pasta-reproduce table2 --scale paper --methods full_ft,bitfit --seeds 42,43,44 trainer.precision=bf16
     pasta-reproduce table4 --scale cpu --report                           # re-render what finished, run nothing
     pasta-reproduce submission table2                                     # the GLUE leaderboard zip of its best runs
+    pasta-reproduce frontier --scale cpu          # every method, one protocol: score vs trainable parameters
 
 The table's rows, columns and numbers come from paper.yaml (`tables.py`), the commands and folders from
 `schedule.py`, the cells from `results.py`, the text from `render.py`; this module checks the arguments
@@ -28,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pasta_cli.config import RECIPES, SELECTIONS, compose
 from pasta_cli.errors import Parser, run_cli
-from pasta_cli.paper import submission
+from pasta_cli.paper import frontier, submission
 from pasta_cli.paper.render import table_csv, table_markdown, write_table
 from pasta_cli.paper.results import Cell, collect_cells
 from pasta_cli.paper.schedule import Plan, config_names, cpu_count, data_path, gpu_count, machine, run_column, shell
@@ -110,6 +111,9 @@ def reproduce(plan: Plan, run: bool = True, invocation: str = "", echo=print) ->
     written = write_table(plan, md, table_csv(plan, cells))
     echo(md)
     echo(f"wrote {written[0]} and {written[1]} (copies in {plan.folder.parent})")
+    if plan.table.name == "frontier":
+        shown = frontier.write_frontier(plan, cells, meta)
+        echo(f"wrote {', '.join(str(p) for p in shown[:3])} (copies in {plan.folder.parent})")
     return Outcome(cells, written[0], written[1])
 
 
@@ -123,19 +127,22 @@ def parser() -> argparse.ArgumentParser:
                    help="the budget, conf/scale/<scale>.yaml (default cpu)")
     p.add_argument("--data-dir", default="../shared/data",
                    help="root laid out as glue/<Task>/ and conll2003/; empty or 'hub': the Hugging Face hub")
-    p.add_argument("--seeds", default="42", help="comma list (default 42); a cell is the mean ± std over them")
-    p.add_argument("--methods", default="", help="baseline rows beside PASTA (Tables 2, 3, 5): "
-                   + ",".join(baselines()))
+    p.add_argument("--seeds", default="", help="comma list (default 42; the frontier's: paper.yaml `frontier.seeds`); "
+                   "a cell is the mean ± std over them")
+    p.add_argument("--methods", default="", help="baseline rows beside PASTA (Tables 2, 3, 5), or the frontier's "
+                   "whole list of rows (default paper.yaml `frontier.rows`): " + ",".join(baselines()))
     p.add_argument("--variants", default="", help="Table 4's rows (default all): " + ",".join(VARIANTS))
-    p.add_argument("--tasks", default="", help="only these task columns (default all); the others are reported")
+    p.add_argument("--tasks", default="", help="only these task columns (default all; the frontier's: its scale's, "
+                   "paper.yaml `frontier.tasks`); the others are reported")
     p.add_argument("--logger", default="", choices=["", *config_names("logger")],
                    help="wandb: every cell logs to W&B, grouped as <table>-<scale>")
     p.add_argument("--recipe", default="own", choices=RECIPES,
                    help="own (default): each row its method's own paper's recipe; pasta: every row on PASTA's "
                         "budget (Table 6), into <scale>-recipe-pasta/")
-    p.add_argument("--selection", default="dev", choices=SELECTIONS,
-                   help="how each run picks its best epoch: dev (default, the paper's protocol) or heldout (a seeded "
-                        "slice of train; dev read once at the end), into <scale>-heldout/")
+    p.add_argument("--selection", default=None, choices=SELECTIONS,
+                   help="how each run picks its best epoch: dev (default, the paper's protocol; the frontier's default "
+                        "is paper.yaml `frontier.selection`, heldout) or heldout (a seeded slice of train; dev read "
+                        "once at the end), into <scale>-heldout/")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes per run (torchrun when > 1); default: the visible GPUs at scale paper, else 1")
     p.add_argument("--jobs", type=int, default=None,
@@ -157,7 +164,15 @@ def baselines() -> list[str]:
 
 
 def _rows(name: str, variants: list[str], methods: list[str]) -> list[str]:
-    """Table 4's rows are PASTA variants (all by default); the others' are PASTA and the baselines asked for."""
+    """Table 4's rows are PASTA variants (all by default); the frontier's are the methods asked for (paper.yaml's
+    list by default), each of them registered; the others' are PASTA and the baselines asked for."""
+    if name == "frontier":
+        rows = list(dict.fromkeys(methods or frontier.defaults()["rows"]))
+        bad = [m for m in rows if m not in ("pasta", *baselines())]
+        if bad:  # a row is `method=<row>`: one not registered (yet) in pasta_cli.methods cannot run
+            raise BadArgument(f"frontier rows {', '.join(bad)}: no such method is registered (pasta_cli.methods); "
+                              f"leave them out with --methods, choosing from pasta, {', '.join(baselines())}")
+        return rows
     if table(name).rows_kind == "variant":
         bad = [v for v in variants if v not in VARIANTS]
         if bad:
@@ -175,11 +190,14 @@ def plan_from_args(a: argparse.Namespace) -> Plan:
         raise BadArgument(f"which table? give one of {', '.join(table_names())} (e.g. {PROG} table4 --scale cpu)")
     if a.table not in table_names():
         raise BadArgument(f"unknown table '{a.table}': choose one of {', '.join(table_names())}")
+    is_frontier = a.table == "frontier"  # its defaults are paper.yaml's `frontier`, one protocol for every method
     try:
-        seeds = [int(s) for s in _items(a.seeds)] or [42]
+        seeds = [int(s) for s in _items(a.seeds)] or (frontier.defaults()["seeds"] if is_frontier else [42])
     except ValueError:
         raise BadArgument(f"--seeds '{a.seeds}': give whole numbers, comma-separated (e.g. 42,43,44)") from None
     tasks = table(a.table).tasks
+    selected = _items(a.tasks) or (frontier.defaults()["tasks"].get(a.scale, tasks) if is_frontier else tasks)
+    selection = a.selection or (frontier.defaults()["selection"] if is_frontier else "dev")
     bad = [t for t in _items(a.tasks) if t not in tasks]
     if bad:
         raise BadArgument(f"--tasks: {', '.join(bad)} is no column of {a.table}; choose from {', '.join(tasks)}")
@@ -193,8 +211,8 @@ def plan_from_args(a: argparse.Namespace) -> Plan:
         if any(o.startswith(f"{key}=") for o in a.overrides):
             raise BadArgument(f"give {key} as {option}, not as an override: it also picks the run folders")
     return Plan(table(a.table), tuple(_rows(a.table, _items(a.variants), _items(a.methods))), tuple(seeds),
-                a.scale, a.data_dir or None, a.output_root, tuple(_items(a.tasks) or tasks), nproc,
-                None if a.logger in ("", "none") else a.logger, tuple(a.overrides), a.recipe, a.selection, jobs)
+                a.scale, a.data_dir or None, a.output_root, tuple(selected), nproc,
+                None if a.logger in ("", "none") else a.logger, tuple(a.overrides), a.recipe, selection, jobs)
 
 
 def check_composes(plan: Plan) -> None:

@@ -3,7 +3,8 @@
 A gap is mean over seeds of (row A's score - row B's score), both scored on the same dev examples. One
 bootstrap replicate draws the dev examples with replacement (the same draw for both rows: paired) and,
 independently, the seeds with replacement; scipy resamples the two as two samples (`paired=False`
-between them) and gives the 95% percentile interval.
+between them) and gives the 95% percentile interval. One row's own score gets the same interval, with
+nothing subtracted (`score_interval`, the frontier's error bars).
 
 Each run's dev_predictions.tsv (index, prediction, label) is turned once into per-example counts whose
 sums give the metric exactly (a confusion-matrix cell per example; for entities, per-sentence true
@@ -29,7 +30,8 @@ CORRELATIONS = REGRESSION_METRICS
 
 @dataclass(frozen=True)
 class Gap:
-    """Row A minus row B (x100), with its 95% bootstrap interval, over `seeds` seeds and `examples` examples."""
+    """Row A minus row B (x100), or one row's score (`score_interval`), with its 95% bootstrap interval, over
+    `seeds` seeds and `examples` examples."""
 
     point: float
     low: float
@@ -153,25 +155,43 @@ def paired_gap(a: dict[int, str | Path], b: dict[int, str | Path], metric: str, 
                 raise PastaError("the runs were scored on different dev examples: compare runs of one budget")
     a_tab = np.stack([t for _, t in tables[0]])   # (seeds, examples, k)
     b_tab = np.stack([t for _, t in tables[1]])
-    n = len(index)
+    return _bootstrap(lambda s, examples: score(metric, a_tab[s], examples) - score(metric, b_tab[s], examples),
+                      len(seeds), len(index), n_resamples, random_state)
 
-    def gap(examples, seed_draw, axis=-1):
+
+def score_interval(runs: dict[int, str | Path], metric: str, n_resamples: int = 2000, random_state: int = 0) -> Gap:
+    """One row's score (x100, the mean over its seeds, {seed: run folder}) with the 95% interval of that mean:
+    the same bootstrap as `paired_gap`, over the row's dev examples and seeds, with nothing subtracted."""
+    seeds = sorted(runs)
+    if not seeds:
+        raise PastaError("no finished run to take an interval over")
+    per_seed = [read_run(runs[s], metric) for s in seeds]
+    if any(idx != per_seed[0][0] for idx, _ in per_seed):
+        raise PastaError("the runs were scored on different dev examples: compare runs of one budget")
+    tab = np.stack([t for _, t in per_seed])
+    return _bootstrap(lambda s, examples: score(metric, tab[s], examples), len(seeds), len(per_seed[0][0]),
+                      n_resamples, random_state)
+
+
+def _bootstrap(per_seed_score, n_seeds: int, n: int, n_resamples: int, random_state: int) -> Gap:
+    """The mean over seeds of `per_seed_score(seed, examples)` (0..1), and its 95% percentile interval from
+    scipy's bootstrap drawing the dev examples and, independently, the seeds; x100."""
+    def statistic(examples, seed_draw, axis=-1):
         examples = np.asarray(examples, dtype=int)
         seed_draw = np.asarray(seed_draw, dtype=int)
-        per_seed = np.stack([score(metric, a_tab[s], examples) - score(metric, b_tab[s], examples)
-                             for s in range(len(seeds))], axis=-1)        # (..., seeds)
+        per_seed = np.stack([per_seed_score(s, examples) for s in range(n_seeds)], axis=-1)  # (..., seeds)
         return np.take_along_axis(per_seed, seed_draw, axis=-1).mean(axis=-1)
 
-    point = float(gap(np.arange(n), np.arange(len(seeds))))
-    if len(seeds) == 1:
+    point = float(statistic(np.arange(n), np.arange(n_seeds)))
+    if n_seeds == 1:
         seed_sample = np.zeros(2, dtype=int)  # scipy needs two observations per sample; one seed drawn twice
     else:
-        seed_sample = np.arange(len(seeds))
-    res = stats.bootstrap((np.arange(n), seed_sample), gap, paired=False, vectorized=True,
+        seed_sample = np.arange(n_seeds)
+    res = stats.bootstrap((np.arange(n), seed_sample), statistic, paired=False, vectorized=True,
                           n_resamples=n_resamples, batch=100, method="percentile", confidence_level=0.95,
                           random_state=random_state)
     low, high = res.confidence_interval
-    return Gap(100 * point, 100 * float(low), 100 * float(high), len(seeds), n)
+    return Gap(100 * point, 100 * float(low), 100 * float(high), n_seeds, n)
 
 
 def references(rows: tuple[str, ...], rows_kind: str) -> list[str]:
