@@ -35,7 +35,7 @@ test: install  ## lint first (a finding names file:line), the import layers (pyp
 FAST_TESTS := tests/test_pasta.py tests/test_adapter.py tests/test_multitask.py tests/test_packing.py \
 	tests/test_optimiser.py tests/test_data.py tests/test_metrics.py tests/test_files.py tests/test_uncertainty.py \
 	tests/test_method_doc.py tests/test_recipes.py tests/test_cli.py tests/test_run_folder.py tests/test_methods.py \
-	tests/test_layers.py tests/test_precision_serving.py
+	tests/test_layers.py tests/test_precision_serving.py tests/test_peft_tuners.py tests/test_loreft.py tests/test_frontier.py
 test-fast: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports

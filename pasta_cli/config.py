@@ -168,12 +168,21 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{os.path.abspath(path)}"
 
 
+def row_tag(*, _root_) -> str:
+    """${row_tag:}: what tells rows of one method apart in a run folder's name: PASTA's variant (RoAd's), LoReFT's
+    positions (loreft and loreft_special), else `na`."""
+    for key in ("variant", "positions"):
+        if key in _root_.method:
+            return str(_root_.method[key])
+    return "na"
+
+
 # Our conf/hydra/launcher/submitit_slurm.yaml adds Table 6's GPUs to the plugin's config of the same name;
 # Hydra 1.3 merges the two but says the matching is deprecated, on every run. The merge is what we want.
 warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema with the same name")
 
 for _name, _fn in (("run_stamp", run_stamp), ("paper", paper_data.value), ("recipe", recipe_value),
-                   ("per_device", per_device), ("sqlite", sqlite_url)):
+                   ("per_device", per_device), ("sqlite", sqlite_url), ("row_tag", row_tag)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 

@@ -4,7 +4,7 @@
 # selection, first on BERT-large (the table's model, conf/experiment/frontier.yaml), then on RoBERTa-large (the
 # override model=roberta-large, into its own output root, so neither skips the other's runs). Each finishes with
 # table.md and frontier.md/.csv/.png in $OUT/<model>/frontier/paper-heldout/ (docs/REPRODUCE.md). Resumable: run
-# it again and the finished runs are skipped. Not run yet: it is days of GPU time (8 tasks x 11 methods x 3 seeds
+# it again and the finished runs are skipped. Not run yet: it is days of GPU time (8 tasks x 12 rows x 3 seeds
 # per model, each on its method's own recipe).
 #   scripts/gpu_frontier.sh                                   # both models, every row, from the hub
 #   MODELS=bert-large METHODS=pasta,bitfit,lora TASKS=rte,mrpc scripts/gpu_frontier.sh   # a slice first

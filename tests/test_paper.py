@@ -417,8 +417,7 @@ def test_commands_wandb_group_torchrun_batch_split_and_baseline_rows():
     assert "recipe=own" in cmd
     assert "logger=wandb" in cmd and "logger.group=table2-paper" in cmd
     assert cmd[-2:] == ["hydra.sweep.dir=outputs/table2/paper/rte",
-                        "hydra.sweep.subdir=${method.name}-${oc.select:method.variant,${oc.select:method.positions,na}}"
-                        "-s${seed}"]
+                        "hydra.sweep.subdir=${method.name}-${row_tag:}-s${seed}"]
     overrides = [w for w in cmd[cmd.index("pasta_cli.train") + 2:] if not w.startswith("hydra.")]
     single = [w.split(",")[0] if w.startswith(("method=", "seed=")) else w for w in overrides]
     cfg = compose(single)

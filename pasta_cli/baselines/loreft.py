@@ -36,7 +36,13 @@ from transformers.activations import ACT2FN
 
 from pasta_cli.errors import PastaError, check_number
 from pasta_cli.methods import Method, MethodSettings, register_method, with_changes
-from pasta_cli.modeling import AddedModule, accept_special_tokens_mask, encoder_layers, freeze_backbone
+from pasta_cli.modeling import (
+    AddedModule,
+    accept_special_tokens_mask,
+    encoder_layers,
+    freeze_backbone,
+    template_token_ids,
+)
 from pasta_cli.paper_data import recipe
 
 LOREFT_MODULE = "loreft"  # attribute on the model
@@ -215,8 +221,7 @@ def apply_loreft(model: nn.Module, tokenizer=None, settings: LoreftSettings | No
     groups = 2 if span is not None and not s.shared and all(span) else 1
     special = ()
     if tokenizer is not None:
-        enc = tokenizer("a", "b", return_special_tokens_mask=True)
-        special = {i for i, m in zip(enc["input_ids"], enc["special_tokens_mask"]) if m}
+        special = template_token_ids(tokenizer)
         if span is None and not special:
             raise PastaError(f"method.positions 'special': {type(tokenizer).__name__} inserts no special tokens, so "
                              "there is no position to intervene on: use positions f1+l1 (pyreft's default)")

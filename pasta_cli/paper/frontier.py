@@ -143,7 +143,10 @@ def protocol_table(plan: Plan, cells: dict[tuple, Cell]) -> str:
 
 def frontier_markdown(plan: Plan, by_task: dict[str, list[Point]], front: dict[str, list[str]],
                       meta: dict[str, str], cells: dict[tuple, Cell]) -> str:
+    # the backbone the runs trained (scale cpu: the packaged MiniLM, not the title's BERT-large)
+    trained = sorted({str(r.get("model")) for c in cells.values() for r in c.runs})
     md = [f"# {plan.table.title}: scale {plan.scale}, {plan.selection} selection\n\n",
+          f"Backbone actually trained: {', '.join(trained) or 'none yet'} (conf/scale/{plan.scale}.yaml). "
           f"Each method on each task column under one protocol: {meta.get('model selection', plan.selection)}; "
           f"seeds {','.join(map(str, plan.seeds))}; each row its method's own recipe. Score: x100, the mean ± std "
           "over seeds, and the 95% interval of that mean (a percentile bootstrap over the dev examples and the "

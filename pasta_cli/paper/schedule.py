@@ -22,13 +22,15 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+import pasta_cli.config  # noqa: F401 - registers ${row_tag:}, which SUBDIR resolves with
 from pasta_cli.methods import method_configs
 from pasta_cli.paper.tables import Table, data_folder
 from pasta_cli.run_folder import is_finished
 
 # One run's folder inside its column's sweep; `run_subdir` resolves the same string for a (row, seed).
-# The PASTA variant, or LoReFT's positions (loreft and loreft_special are one method), tells rows of one method apart.
-SUBDIR = "${method.name}-${oc.select:method.variant,${oc.select:method.positions,na}}-s${seed}"
+# The PASTA variant, or LoReFT's positions (loreft and loreft_special are one method), tells rows of one method apart
+# (config.row_tag).
+SUBDIR = "${method.name}-${row_tag:}-s${seed}"
 TRAIN_FILES = ("train.tsv", "train.txt")  # a task's data counts as present when one of these is there
 
 
