@@ -138,7 +138,9 @@ def protocol_table(plan: Plan, cells: dict[tuple, Cell]) -> str:
             "best dev score of each run, the paper's protocol) and "
             f"{plan.folder if plan.selection == 'heldout' else other.folder} (held-out: the epoch chosen on a "
             "slice of train, dev read once). `held-out - dev`: how much picking the epoch on dev itself flatters "
-            "each method, x100.\n\n" + markdown_table(header, body))
+            "each method, x100. The held-out runs also train on a share less of train (trainer.heldout_fraction): "
+            "where a run has one evaluation (one epoch), that is the whole difference.\n\n"
+            + markdown_table(header, body))
 
 
 def frontier_markdown(plan: Plan, by_task: dict[str, list[Point]], front: dict[str, list[str]],
