@@ -3,6 +3,7 @@ on first use, and saved atomically like every other file a run or an analysis le
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pasta_cli.files import write_atomic
@@ -38,10 +39,16 @@ def frontier_figure(panels: list[dict], path, xlabel: str) -> Path:
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         points = [p for p in panel["points"] if p["x"] and p["x"] > 0 and p["y"] is not None]
+        span = (max(p["y"] for p in points) - min(p["y"] for p in points)) if points else 0
+        placed: list[tuple[float, float]] = []
         for p in points:
             err = None if p["low"] is None else [[p["y"] - p["low"]], [p["high"] - p["y"]]]
             ax.errorbar(p["x"], p["y"], yerr=err, fmt="o", capsize=3, color="C3" if p["front"] else "C0")
-            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            # methods at (nearly) the same point (several at the majority class, at one size): labels stacked down
+            near = sum(abs(math.log10(p["x"]) - lx) < 0.08 and abs(p["y"] - ly) <= 0.02 * span for lx, ly in placed)
+            placed.append((math.log10(p["x"]), p["y"]))
+            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(4, 4 - 10 * near),
+                        fontsize=8)
         front = sorted((p["x"], p["y"]) for p in points if p["front"])
         if front:  # each front point holds its score until the next, larger one (the last to the widest): a staircase
             front.append((max(p["x"] for p in points), front[-1][1]))
