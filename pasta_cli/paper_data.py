@@ -6,6 +6,7 @@ import nothing of pasta_cli. `pasta_cli.paper` re-exports them.
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from pathlib import Path
 
@@ -28,11 +29,17 @@ def value(key: str):
     return OmegaConf.to_container(found) if isinstance(found, DictConfig) else found
 
 
+@cache
+def _recipe_entries() -> dict:
+    """paper.yaml `recipes` as plain containers, converted once: every config resolution looks recipes up."""
+    return value("recipes")
+
+
 def recipe(method: str, task: str | None = None, model: str | None = None) -> dict:
     """A method's recipe (paper.yaml `recipes`) for one task and backbone, as one flat dict: the common
     values, then the task's, the model's, the model's for the task (the most specific wins). A method
     without an entry (a research variant, the benchmark's floor) trains on PASTA's."""
-    entries = value("recipes")
+    entries = _recipe_entries()
     entry = entries.get(method) or entries["pasta"]
     for_model = (entry.get("models") or {}).get(model) or {}
     # the sources are GLUE recipes: their common epochs and batch size are sized for GLUE's data; another
@@ -43,7 +50,7 @@ def recipe(method: str, task: str | None = None, model: str | None = None) -> di
                             ((for_model.get("tasks") or {}).get(task), True)):
         out.update({k: v for k, v in (layer or {}).items()
                     if k not in ("tasks", "models") and (specific or k not in common_only)})
-    return out
+    return copy.deepcopy(out)  # the caller's own: the cached entries stay as paper.yaml says
 
 
 def is_glue(task: str | None) -> bool:
