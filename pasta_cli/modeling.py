@@ -71,6 +71,12 @@ def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if n in head}
 
 
+def head_modules(model: nn.Module) -> list[str]:
+    """The head's top-level modules (classifier; RoBERTa's classifier holds dense + out_proj): what PEFT's
+    modules_to_save copies, trains and saves beside a method."""
+    return sorted({n.split(".", 1)[0] for n in head_parameters(model)})
+
+
 def freeze(model: nn.Module, trains: Callable[[str], bool]) -> None:
     """requires_grad=trains(name) for every parameter: a frozen weight gets no gradient at all, so
     none is computed, stored or all-reduced (DDP registers only parameters that require grad)."""

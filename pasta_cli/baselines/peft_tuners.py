@@ -31,7 +31,7 @@ from torch import nn
 
 from pasta_cli.errors import PastaError, check_number
 from pasta_cli.methods import Method, MethodSettings, register_method
-from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, head_parameters, template_token_ids
+from pasta_cli.modeling import accept_special_tokens_mask, encoder_layers, head_modules, template_token_ids
 from pasta_cli.paper_data import recipe
 
 
@@ -211,12 +211,6 @@ def task_type(model: nn.Module):
     from peft import TaskType
 
     return TaskType.TOKEN_CLS if type(model).__name__.endswith("ForTokenClassification") else TaskType.SEQ_CLS
-
-
-def head_modules(model: nn.Module) -> list[str]:
-    """The head's top-level modules (classifier; RoBERTa's classifier holds dense + out_proj): what PEFT's
-    modules_to_save copies, trains and saves beside the method."""
-    return sorted({n.split(".", 1)[0] for n in head_parameters(model)})
 
 
 def with_head(config, model: nn.Module):

@@ -20,7 +20,7 @@ from pasta_cli.files import write_atomic
 from pasta_cli.paper.render import csv_text, fmt, fmt_mean_std, markdown_table
 from pasta_cli.paper.results import Cell, collect_cells
 from pasta_cli.paper.schedule import Plan
-from pasta_cli.paper.tables import row_label, task_label
+from pasta_cli.paper.tables import Column, row_label, task_label
 from pasta_cli.paper.uncertainty import score_interval
 from pasta_cli.paper_data import value
 from pasta_cli.plots import frontier_figure
@@ -61,6 +61,11 @@ def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
     return sorted((n for n, (x, y) in points.items() if not dominated(x, y)), key=lambda n: (points[n][0], n))
 
 
+def first_column(plan: Plan, task: str) -> Column:
+    """The column a task is scored by on the frontier: its first (MNLI-m for MNLI)."""
+    return next(c for c in plan.table.columns if c.task == task)
+
+
 def _count(cell: Cell, key: str) -> int | None:
     counts = [r[key] for r in cell.runs if r.get(key) is not None]
     return max(counts) if counts else None  # the same for every seed; max, were one to differ
@@ -70,7 +75,7 @@ def points(plan: Plan, cells: dict[tuple, Cell], n_resamples: int = 2000) -> dic
     """Per selected task, a Point for every row whose cell finished (each task by its first column: MNLI-m)."""
     out: dict[str, list[Point]] = {}
     for task in plan.selected:
-        col = next(c for c in plan.table.columns if c.task == task)
+        col = first_column(plan, task)
         found = []
         for row in plan.rows:
             cell = cells[(row, col.key)]
@@ -123,7 +128,7 @@ def protocol_table(plan: Plan, cells: dict[tuple, Cell]) -> str:
     for row in plan.rows:
         line = [row_label(row)]
         for task in plan.selected:
-            key = next(c.key for c in plan.table.columns if c.task == task)
+            key = first_column(plan, task).key
             dev, held = (by[s][(row, key)] for s in ("dev", "heldout"))
             dev_m, held_m = (c.mean if c.status == "ok" else None for c in (dev, held))
             both = dev_m is not None and held_m is not None
@@ -158,7 +163,7 @@ def frontier_markdown(plan: Plan, by_task: dict[str, list[Point]], front: dict[s
           "has a score at least as high with at most as many parameters, one of the two strictly.\n\n"
           "![frontier](frontier.png)\n"]
     for task, pts in by_task.items():
-        metric = next(c.metric for c in plan.table.columns if c.task == task)
+        metric = first_column(plan, task).metric
         rows = [[("★ " if p.row in front[task] else "") + row_label(p.row),
                  "–" if p.trainable is None else f"{p.trainable:,}",
                  "–" if p.trainable_method is None else f"{p.trainable_method:,}",
@@ -180,7 +185,7 @@ def frontier_markdown(plan: Plan, by_task: dict[str, list[Point]], front: dict[s
 def frontier_csv(plan: Plan, by_task: dict[str, list[Point]], front: dict[str, list[str]], machine: str) -> str:
     rows = []
     for task, pts in by_task.items():
-        metric = next(c.metric for c in plan.table.columns if c.task == task)
+        metric = first_column(plan, task).metric
         for p in pts:
             rows.append([task, p.row, row_label(p.row), metric, plan.selection, round(p.mean, 2),
                          None if p.std is None else round(p.std, 2),
@@ -197,7 +202,7 @@ def write_frontier(plan: Plan, cells: dict[tuple, Cell], meta: dict[str, str], n
     md = frontier_markdown(plan, by_task, front, meta, cells)
     csv_out = frontier_csv(plan, by_task, front, meta.get("machine", ""))
     panels = [{"title": f"{task_label(task)}, scale {plan.scale}",
-               "ylabel": next(c.metric for c in plan.table.columns if c.task == task) + " (x100)",
+               "ylabel": first_column(plan, task).metric + " (x100)",
                "points": [{"label": row_label(p.row), "x": p.trainable, "y": p.mean, "low": p.low, "high": p.high,
                            "front": p.row in front[task]} for p in pts]}
               for task, pts in by_task.items()]

@@ -22,7 +22,7 @@ from torch import nn
 
 from pasta_cli.backbones import load_tokenizer
 from pasta_cli.errors import PastaError
-from pasta_cli.modeling import encoder_layers, freeze_empty, head_parameters
+from pasta_cli.modeling import encoder_layers, freeze_empty, head_modules
 from pasta_cli.pasta import PastaInjector, RowInjector, attach, count_slots, stack_vectors, template_token_ids
 from pasta_cli.peft.config import PastaConfig, head_kind
 
@@ -109,11 +109,6 @@ class PastaHead(ModulesToSaveWrapper):
 def _names_hook(module, args, kwargs, names):
     kwargs["adapter_names"] = names
     return args, kwargs
-
-
-def head_modules(model) -> list[str]:
-    """The head's top-level modules (outside the backbone, not PASTA's): what each adapter trains a copy of."""
-    return sorted({name.split(".")[0] for name in head_parameters(model)})
 
 
 class PastaModel(BaseTuner):
